@@ -1,0 +1,50 @@
+"""The interface between a method and the trainer.
+
+A method says how many networks it trains and may change training through two hooks:
+
+- ``sample_weights(batch)``: a per-sample weight for the loss (OSA's re-weighting), or None;
+- ``select(losses, batch, epoch)``: per network, a boolean mask of the samples it trains on
+  (Co-teaching's small-loss exchange), or None for all samples.
+
+``reduce`` turns per-sample losses, weights and masks into the loss that is minimised.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class Method:
+    name = "method"
+    num_networks = 1
+
+    def setup(self, trainer) -> None:
+        """Called once by the trainer, after its data and networks exist."""
+        self.trainer = trainer
+
+    def on_epoch_start(self, epoch: int) -> None:
+        pass
+
+    def sample_weights(self, batch) -> torch.Tensor | None:
+        return None
+
+    def select(self, losses: list[torch.Tensor], batch, epoch: int) -> list[torch.Tensor] | None:
+        return None
+
+    def reduce(self, losses, weights, masks) -> torch.Tensor:
+        """Sum over networks of mean over selected samples of weight x loss (weights are not renormalised)."""
+        total = 0.0
+        for loss, mask in zip(losses, masks):
+            weighted = loss if weights is None else weights * loss
+            total = total + (weighted * mask).sum() / mask.sum().clamp_min(1)
+        return total
+
+    def options(self) -> dict:
+        """The method's settings, recorded in result files."""
+        return {}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass

@@ -1,0 +1,333 @@
+"""One trainer that every method plugs into.
+
+The data set lives once on the device as uint8; crops, flips and normalisation are done
+on the device in batches, so CPU and GPU run the same code. A method changes training
+through two hooks (see :class:`lnlkit.methods.Method`): per-sample loss weights and
+per-network sample selection. Every epoch is evaluated on the clean test set and
+checkpointed; a run that is interrupted resumes where it stopped and ends with the
+same numbers as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .models import build_model
+
+
+@dataclass
+class TrainConfig:
+    model: str = "resnet18"
+    epochs: int = 200
+    batch_size: int = 128
+    optimizer: str = "adam"  # "adam" or "sgd"
+    lr: float = 1e-3
+    momentum: float = 0.9  # SGD momentum, or Adam's beta1 before the Co-teaching decay
+    weight_decay: float = 0.0
+    schedule: str = "coteaching"  # "constant", "multistep", "cosine" or "coteaching"
+    milestones: tuple = (100, 150)  # multistep: epochs at which lr is multiplied by gamma
+    gamma: float = 0.1
+    decay_start: int = 80  # coteaching: lr falls linearly to 0 from here, beta1 0.9 -> 0.1
+    crop_padding: int = 4  # random crop with this zero padding (pixels); 0 = no crop
+    flip: bool = True  # random horizontal flip
+    val_fraction: float = 0.0  # held-out noisy validation split (Xia et al./VolMinNet use 0.1)
+    eval_batch_size: int = 2048
+    seed: int = 1
+    device: str = "auto"  # "auto" = CUDA when available
+    amp: bool = True  # bfloat16 autocast on CUDA
+    channels_last: bool = True
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        if self.schedule not in ("constant", "multistep", "cosine", "coteaching"):
+            raise ValueError(f"unknown schedule {self.schedule!r}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must lie in [0, 1), got {self.val_fraction}")
+        self.milestones = tuple(self.milestones)
+
+
+def lr_and_beta1(config: TrainConfig, epoch: int) -> tuple[float, float]:
+    """Learning rate and momentum/beta1 of an epoch (0-based): a pure function, so resume needs no state."""
+    lr, beta1 = config.lr, config.momentum
+    if config.schedule == "multistep":
+        lr *= config.gamma ** sum(epoch >= m for m in config.milestones)
+    elif config.schedule == "cosine":
+        lr *= 0.5 * (1 + np.cos(np.pi * epoch / config.epochs))
+    elif config.schedule == "coteaching" and epoch >= config.decay_start:
+        # Han et al.'s code: linear decay to 0 at the last epoch; Adam's beta1 steps to 0.1.
+        lr *= (config.epochs - epoch) / (config.epochs - config.decay_start)
+        beta1 = 0.1
+    return float(lr), float(beta1)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else ("cpu" if name == "auto" else name))
+
+
+class DeviceData:
+    """Inputs stored once on the device (uint8 images as N, C, H, W); batches made there."""
+
+    def __init__(self, inputs: np.ndarray, labels: np.ndarray, device: torch.device, mean=None, std=None):
+        self.is_image = inputs.ndim == 4
+        x = torch.from_numpy(np.ascontiguousarray(inputs.transpose(0, 3, 1, 2) if self.is_image else inputs))
+        self.inputs = x.to(device)
+        self.labels = torch.as_tensor(labels, dtype=torch.long, device=device)
+        self.device = device
+        if mean is None:  # statistics of these inputs (per channel for images, per feature otherwise)
+            dims = (0, 2, 3) if self.is_image else (0,)
+            scale = 255.0 if self.is_image else 1.0
+            values = self.inputs.float() / scale
+            mean, std = values.mean(dims), values.std(dims).clamp_min(1e-6)
+        self.mean, self.std = mean, std
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        if self.is_image:
+            return (x.float() / 255.0 - self.mean.view(1, -1, 1, 1)) / self.std.view(1, -1, 1, 1)
+        return (x.float() - self.mean) / self.std
+
+    def augment(self, x: torch.Tensor, padding: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
+        """Random crop with zero padding and random horizontal flip, for a whole uint8 batch at once."""
+        n, c, h, w = x.shape
+        if padding > 0:
+            padded = F.pad(x, (padding,) * 4)
+            dy = torch.randint(0, 2 * padding + 1, (n,), device=x.device, generator=generator)
+            dx = torch.randint(0, 2 * padding + 1, (n,), device=x.device, generator=generator)
+            rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+            cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+            x = padded[torch.arange(n, device=x.device)[:, None, None, None],
+                       torch.arange(c, device=x.device)[None, :, None, None], rows, cols]
+        if flip:
+            mirror = torch.rand(n, device=x.device, generator=generator) < 0.5
+            x = torch.where(mirror[:, None, None, None], x.flip(3), x)
+        return x
+
+    def batches(self, batch_size: int, generator: torch.Generator | None = None, padding: int = 0,
+                flip: bool = False):
+        """Yield (indices, normalised inputs, labels); shuffled and augmented when a generator is given."""
+        n = len(self)
+        order = torch.randperm(n, device=self.device, generator=generator) if generator is not None \
+            else torch.arange(n, device=self.device)
+        for start in range(0, n, batch_size):
+            idx = order[start:start + batch_size]
+            x = self.inputs[idx]
+            if generator is not None and self.is_image:
+                x = self.augment(x, padding, flip, generator)
+            yield idx, self.normalise(x), self.labels[idx]
+
+
+@dataclass
+class Batch:
+    indices: torch.Tensor  # positions in the training set
+    inputs: torch.Tensor
+    noisy_labels: torch.Tensor
+
+
+@dataclass
+class TrainResult:
+    history: list[dict]
+    final: dict
+    config: dict
+    wall_time_s: float
+    device: str
+    networks: list = field(default_factory=list, repr=False)
+
+
+def summarise_history(history: list[dict]) -> dict:
+    """Final metrics in every reporting convention the papers use (REFERENCE.md)."""
+    acc = np.array([h["test_acc"] for h in history])
+    final = {"test_acc_last10_mean": float(acc[-10:].mean()), "test_acc_best": float(acc.max()),
+             "test_acc_best_epoch": int(acc.argmax()) + 1, "test_acc_final": float(acc[-1])}
+    if history and history[0].get("val_loss") is not None:
+        at = int(np.argmin([h["val_loss"] for h in history]))
+        final |= {"test_acc_at_min_val_loss": float(acc[at]), "min_val_loss_epoch": at + 1}
+    return final
+
+
+class Trainer:
+    """Train the networks a method asks for on noisy labels; evaluate on clean test labels every epoch."""
+
+    def __init__(self, method, train, noisy_labels: np.ndarray, test, config: TrainConfig,
+                 checkpoint_path: str | Path | None = None):
+        if len(noisy_labels) != len(train):
+            raise ValueError(f"{len(noisy_labels)} noisy labels for {len(train)} training samples")
+        self.method, self.config = method, config
+        self.device = resolve_device(config.device)
+        self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
+        noisy_labels = np.asarray(noisy_labels)
+        clean = train.labels
+        train_idx = np.arange(len(train))
+        self.val = None
+        if config.val_fraction > 0:  # a noisy validation split, as Xia et al. and VolMinNet do
+            perm = np.random.default_rng(config.seed).permutation(len(train))
+            n_val = int(round(config.val_fraction * len(train)))
+            val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+        self.train = DeviceData(train.inputs[train_idx], noisy_labels[train_idx], self.device)
+        if config.val_fraction > 0:
+            self.val = DeviceData(train.inputs[val_idx], noisy_labels[val_idx], self.device,
+                                  self.train.mean, self.train.std)
+        self.test = DeviceData(test.inputs, test.labels, self.device, self.train.mean, self.train.std)
+        # Clean training labels are used only to report the precision of selected samples.
+        self.clean_train = torch.as_tensor(clean[train_idx], device=self.device)
+        self.train_index = train_idx  # positions of the training samples in the original split
+
+        torch.manual_seed(config.seed)
+        input_shape = train.inputs.shape[1:]
+        self.networks = [build_model(config.model, train.num_classes, input_shape).to(self.device)
+                         for _ in range(method.num_networks)]
+        if self.device.type == "cuda" and config.channels_last and self.train.is_image:
+            self.networks = [net.to(memory_format=torch.channels_last) for net in self.networks]
+        params = [p for net in self.networks for p in net.parameters()]
+        if config.optimizer == "adam":
+            self.optimizer = torch.optim.Adam(params, lr=config.lr, betas=(config.momentum, 0.999),
+                                              weight_decay=config.weight_decay)
+        else:
+            self.optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
+                                             weight_decay=config.weight_decay)
+        self.history: list[dict] = []
+        method.setup(self)
+
+    # ------------------------------------------------------------ pieces other loops reuse
+
+    def autocast(self):
+        if self.device.type == "cuda" and self.config.amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cuda" and self.config.channels_last and x.ndim == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    @torch.no_grad()
+    def evaluate(self, net, data: DeviceData) -> tuple[float, float]:
+        """Mean cross-entropy and accuracy of ``net`` on ``data`` (labels as stored there)."""
+        net.eval()
+        loss_sum, correct = 0.0, 0
+        for _, x, y in data.batches(self.config.eval_batch_size):
+            with self.autocast():
+                logits = net(self.prepare(x)).float()
+            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+            correct += (logits.argmax(1) == y).sum().item()
+        return loss_sum / len(data), correct / len(data)
+
+    def epoch_generator(self, epoch: int) -> torch.Generator:
+        """A generator seeded from (seed, epoch): data order and augmentation survive a resume."""
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(self.config.seed * 100_003 + epoch)
+        return gen
+
+    # ------------------------------------------------------------ training
+
+    def train_epoch(self, epoch: int) -> dict:
+        cfg = self.config
+        lr, beta1 = lr_and_beta1(cfg, epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+            if cfg.optimizer == "adam":
+                group["betas"] = (beta1, group["betas"][1])
+            else:
+                group["momentum"] = beta1
+        self.method.on_epoch_start(epoch)
+        for net in self.networks:
+            net.train()
+        loss_sum, selected, selected_clean, seen = 0.0, 0, 0, 0
+        gen = self.epoch_generator(epoch)
+        for idx, x, y in self.train.batches(cfg.batch_size, gen, cfg.crop_padding, cfg.flip):
+            batch = Batch(idx, self.prepare(x), y)
+            with self.autocast():
+                logits = [net(batch.inputs) for net in self.networks]
+            losses = [F.cross_entropy(lg.float(), y, reduction="none") for lg in logits]
+            weights = self.method.sample_weights(batch)
+            masks = self.method.select([loss.detach() for loss in losses], batch, epoch)
+            if masks is None:
+                masks = [torch.ones_like(y, dtype=torch.bool)] * len(losses)
+            loss = self.method.reduce(losses, weights, masks)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            loss_sum += loss.item() * len(y)
+            seen += len(y)
+            selected += int(masks[0].sum())
+            selected_clean += int((masks[0] & (y == self.clean_train[idx])).sum())
+        return {"lr": lr, "train_loss": loss_sum / seen, "selected_fraction": selected / seen,
+                "label_precision": selected_clean / max(selected, 1)}
+
+    def fit(self, until_epoch: int | None = None) -> TrainResult:
+        """Train to ``config.epochs`` (or stop after ``until_epoch``, e.g. to simulate an interruption)."""
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        start = self._resume()
+        stop = cfg.epochs if until_epoch is None else min(until_epoch, cfg.epochs)
+        t0 = time.perf_counter()
+        bar = tqdm(range(start, stop), desc=f"{self.method.name} on {self.device.type}", disable=not cfg.progress,
+                   initial=start, total=cfg.epochs)
+        for epoch in bar:
+            tic = time.perf_counter()
+            record = {"epoch": epoch + 1, **self.train_epoch(epoch)}
+            accs = [self.evaluate(net, self.test)[1] for net in self.networks]
+            record |= {"test_acc": accs[0], "test_acc_per_network": accs}
+            if self.val is not None:
+                record["val_loss"], record["val_acc"] = self.evaluate(self.networks[0], self.val)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+            record["epoch_time_s"] = time.perf_counter() - tic
+            self.history.append(record)
+            self._save_checkpoint(epoch)
+            bar.set_postfix(loss=f"{record['train_loss']:.3f}", test_acc=f"{record['test_acc']:.4f}")
+        elapsed = time.perf_counter() - t0 + sum(h["epoch_time_s"] for h in self.history[:start])
+        return TrainResult(self.history, summarise_history(self.history) if self.history else {},
+                           asdict(cfg), elapsed, device_name(self.device), self.networks)
+
+    # ------------------------------------------------------------ checkpoints
+
+    def _state(self, epoch: int) -> dict:
+        return {"epoch": epoch, "config": asdict(self.config), "history": self.history,
+                "networks": [net.state_dict() for net in self.networks],
+                "optimizer": self.optimizer.state_dict(), "method": self.method.state_dict()}
+
+    def _save_checkpoint(self, epoch: int) -> None:
+        if self.checkpoint_path is None:
+            return
+        self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.checkpoint_path.with_suffix(".tmp")
+        torch.save(self._state(epoch), tmp)
+        tmp.replace(self.checkpoint_path)  # atomic: a kill during the write keeps the previous checkpoint
+
+    def _resume(self) -> int:
+        """Load the checkpoint when there is one for this exact config; return the first epoch to run."""
+        if self.checkpoint_path is None or not self.checkpoint_path.exists():
+            return 0
+        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
+        saved = {k: v for k, v in state["config"].items() if k != "progress"}
+        wanted = {k: v for k, v in asdict(self.config).items() if k != "progress"}
+        saved["milestones"] = tuple(saved["milestones"])
+        if saved != wanted:
+            raise ValueError(f"checkpoint {self.checkpoint_path} was written with another config; "
+                             "delete it or choose another checkpoint path")
+        for net, sd in zip(self.networks, state["networks"]):
+            net.load_state_dict(sd)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.method.load_state_dict(state["method"])
+        self.history = list(state["history"])
+        return state["epoch"] + 1
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"

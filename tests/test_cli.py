@@ -1,0 +1,34 @@
+import json
+
+import numpy as np
+
+from lnlkit.cli import main
+
+
+def test_noise_command_writes_npz(tmp_path, capsys):
+    out = tmp_path / "digits.npz"
+    assert main(["noise", "--dataset", "digits", "--kind", "pairflip", "--rate", "0.3", "--out", str(out)]) == 0
+    with np.load(out) as z:
+        assert {"noisy_labels", "clean_labels", "achieved_rate"} <= set(z.files)
+        assert abs(float(z["achieved_rate"]) - 0.3) < 0.05
+    assert "achieved rate" in capsys.readouterr().out
+
+
+def test_bad_input_is_one_line_error(tmp_path, capsys):
+    assert main(["noise", "--dataset", "digits", "--kind", "symmetric", "--rate", "1.5", "--out",
+                 str(tmp_path / "x.npz")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "Traceback" not in err
+
+
+def test_run_command_writes_result_with_provenance(tmp_path):
+    assert main(["run", "--method", "coteaching", "--dataset", "digits", "--noise", "symmetric", "--rate", "0.2",
+                 "--epochs", "2", "--out-dir", str(tmp_path / "results")]) == 0
+    (path,) = (tmp_path / "results").glob("*.json")
+    record = json.loads(path.read_text())
+    assert path.name == "digits-symmetric20-coteaching-smoke-seed1.json"
+    assert len(record["history"]) == 2 and record["method_options"]["rate"] == 0.2
+    assert {"git_commit", "lnlkit_version", "torch_version"} <= set(record["provenance"])
+    assert record["data_source"].startswith("scikit-learn digits")
+    assert 0 <= record["final"]["test_acc_last10_mean"] <= 1
+    assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").iterdir())
