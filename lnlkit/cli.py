@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     book.add_argument("--profile", choices=PROFILES, default="smoke")
     book.add_argument("--chapters", nargs="*", help="chapter names (default: all in _toc.yml)")
     book.add_argument("--execute-only", action="store_true", help="execute chapters, do not build HTML")
+    book.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                      help="a chapter parameter, as papermill's -p (value parsed as YAML)")
     book.set_defaults(func=lambda a: __import__("lnlkit.book", fromlist=["main"]).main(a))
     return parser
 

@@ -178,12 +178,13 @@ def _decode_cifar10_jpeg(archive: Path) -> dict:
         with np.load(cached) as z:
             return {k: z[k] for k in z.files} | {"classes": list(z["classes"])}
     from PIL import Image
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     images = {"train": np.empty((50000, 32, 32, 3), np.uint8), "test": np.empty((10000, 32, 32, 3), np.uint8)}
     with tarfile.open(archive) as tar:
         meta = None
-        for member in tqdm(tar, total=60001, desc="decoding CIFAR-10 JPEG mirror", mininterval=2):
+        for member in tqdm(tar, total=60001, desc="decoding CIFAR-10 JPEG mirror", mininterval=2,
+                           disable=None):
             if member.name.endswith("labels.json"):
                 meta = json.load(tar.extractfile(member))
             elif member.name.endswith(".jpg"):

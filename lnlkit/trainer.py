@@ -266,7 +266,7 @@ class Trainer:
 
     def fit(self, until_epoch: int | None = None) -> TrainResult:
         """Train to ``config.epochs`` (or stop after ``until_epoch``, e.g. to simulate an interruption)."""
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
 
         cfg = self.config
         start = self._resume()
