@@ -145,7 +145,8 @@ class TrainResult:
 
 
 def summarise_history(history: list[dict]) -> dict:
-    """Final metrics in every reporting convention the papers use (REFERENCE.md)."""
+    """Final metrics in each paper's convention: last-10 mean (CausalNL), best (EchoAlign's code),
+    at minimum noisy-validation loss (VolMinNet)."""
     acc = np.array([h["test_acc"] for h in history])
     final = {"test_acc_last10_mean": float(acc[-10:].mean()), "test_acc_best": float(acc.max()),
              "test_acc_best_epoch": int(acc.argmax()) + 1, "test_acc_final": float(acc[-1])}
