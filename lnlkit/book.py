@@ -56,8 +56,8 @@ def execute_chapter(name: str, parameters: dict | None = None, log=print) -> Pat
 
     source = ROOT / "book" / f"{name}.md"
     NOTEBOOKS.mkdir(parents=True, exist_ok=True)
-    converted = NOTEBOOKS / "unexecuted" / f"{name}.ipynb"
-    converted.parent.mkdir(exist_ok=True)
+    converted = BUILD / "unexecuted" / f"{name}.ipynb"
+    converted.parent.mkdir(parents=True, exist_ok=True)
     jupytext.write(jupytext.read(source, fmt="md:myst"), converted)
     output = NOTEBOOKS / f"{name}.ipynb"
     tic = time.perf_counter()
