@@ -35,8 +35,6 @@ def toc_files() -> list[str]:
             if "file" in entry:
                 files.append(entry["file"])
             walk(entry.get("sections"))
-            for part in entry.get("chapters", []) if "chapters" in entry else []:
-                walk([part])
 
     walk(toc.get("chapters"))
     for part in toc.get("parts", []):
@@ -45,7 +43,8 @@ def toc_files() -> list[str]:
 
 
 def is_notebook(path: Path) -> bool:
-    head = path.read_text().split("---")[1] if path.read_text().startswith("---") else ""
+    text = path.read_text()
+    head = text.split("---")[1] if text.startswith("---") else ""
     return "jupytext:" in head and "kernelspec:" in head
 
 
@@ -105,11 +104,9 @@ def build_html(log=print) -> Path:
 
 
 def main(args) -> None:
-    extra = {}
-    for key, value in getattr(args, "param", None) or []:
-        import yaml
+    import yaml
 
-        extra[key] = yaml.safe_load(value)
+    extra = {key: yaml.safe_load(value) for key, value in args.param or []}
     execute_all(args.profile, args.chapters, extra)
     if not args.execute_only:
         build_html()

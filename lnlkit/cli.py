@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from .data import CIFAR_N_LABEL_SETS, DATASETS, DataUnavailableError
+from .methods import METHODS
 from .noise import KINDS
 from .profiles import PROFILES
 
@@ -21,7 +22,6 @@ def _noise_command(args) -> None:
 
 
 def _run_command(args) -> None:
-    from .methods import METHODS  # noqa: F401  (validates early through build_method)
     from .run import run_experiment
 
     overrides = {"epochs": args.epochs} if args.epochs else {}
@@ -33,6 +33,12 @@ def _run_command(args) -> None:
     final = record["final"]
     print(f"{args.method} on {args.dataset}: last-10 mean {100 * final['test_acc_last10_mean']:.2f} %, "
           f"best {100 * final['test_acc_best']:.2f} % ({record['wall_time_s']:.0f} s on {record['device']})")
+
+
+def _book_command(args) -> None:
+    from .book import main as build_book
+
+    build_book(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="train one method and write a result file under results/")
     common(run)
-    run.add_argument("--method", required=True, choices=["ce", "coteaching"])
+    run.add_argument("--method", required=True, choices=sorted(METHODS))
     run.add_argument("--noise", choices=KINDS, required=True)
     run.add_argument("--profile", choices=PROFILES, default="smoke")
     run.add_argument("--epochs", type=int, help="override the profile's number of epochs")
@@ -67,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     book.add_argument("--execute-only", action="store_true", help="execute chapters, do not build HTML")
     book.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
                       help="a chapter parameter, as papermill's -p (value parsed as YAML)")
-    book.set_defaults(func=lambda a: __import__("lnlkit.book", fromlist=["main"]).main(a))
+    book.set_defaults(func=_book_command)
     return parser
 
 

@@ -9,6 +9,7 @@ from .methods import build_method
 from .noise import make_noise
 from .profiles import train_config
 from .results import provenance, results_dir, write_result
+from .trainer import Trainer
 
 
 def run_name(method: str, dataset: str, noise: str, rate: float | None, seed: int, profile: str,
@@ -38,8 +39,6 @@ def run_experiment(method: str, dataset: str, noise: str, rate: float | None = N
     checkpoint = None
     if save:
         checkpoint = Path(checkpoint_dir or out_dir.parent / "checkpoints") / f"{name}.pt"
-
-    from .trainer import Trainer
 
     trainer = Trainer(algorithm, splits.train, noisy.noisy, splits.test, config, checkpoint_path=checkpoint)
     result = trainer.fit()

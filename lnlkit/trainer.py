@@ -181,7 +181,6 @@ class Trainer:
         self.test = DeviceData(test.inputs, test.labels, self.device, self.train.mean, self.train.std)
         # Clean training labels are used only to report the precision of selected samples.
         self.clean_train = torch.as_tensor(clean[train_idx], device=self.device)
-        self.train_index = train_idx  # positions of the training samples in the original split
 
         torch.manual_seed(config.seed)
         input_shape = train.inputs.shape[1:]
@@ -215,13 +214,14 @@ class Trainer:
     def evaluate(self, net, data: DeviceData) -> tuple[float, float]:
         """Mean cross-entropy and accuracy of ``net`` on ``data`` (labels as stored there)."""
         net.eval()
-        loss_sum, correct = 0.0, 0
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
         for _, x, y in data.batches(self.config.eval_batch_size):
             with self.autocast():
                 logits = net(self.prepare(x)).float()
-            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-            correct += (logits.argmax(1) == y).sum().item()
-        return loss_sum / len(data), correct / len(data)
+            loss_sum += F.cross_entropy(logits, y, reduction="sum")
+            correct += (logits.argmax(1) == y).sum()
+        return loss_sum.item() / len(data), correct.item() / len(data)
 
     def epoch_generator(self, epoch: int) -> torch.Generator:
         """A generator seeded from (seed, epoch): data order and augmentation survive a resume."""
@@ -243,7 +243,11 @@ class Trainer:
         self.method.on_epoch_start(epoch)
         for net in self.networks:
             net.train()
-        loss_sum, selected, selected_clean, seen = 0.0, 0, 0, 0
+        # Running sums stay on the device: reading them per batch would sync the GPU every step.
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        selected = torch.zeros((), dtype=torch.long, device=self.device)
+        selected_clean = torch.zeros((), dtype=torch.long, device=self.device)
+        seen = 0
         gen = self.epoch_generator(epoch)
         for idx, x, y in self.train.batches(cfg.batch_size, gen, cfg.crop_padding, cfg.flip):
             batch = Batch(idx, self.prepare(x), y)
@@ -258,12 +262,12 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            loss_sum += loss.item() * len(y)
+            loss_sum += loss.detach().double() * len(y)
             seen += len(y)
-            selected += int(masks[0].sum())
-            selected_clean += int((masks[0] & (y == self.clean_train[idx])).sum())
-        return {"lr": lr, "train_loss": loss_sum / seen, "selected_fraction": selected / seen,
-                "label_precision": selected_clean / max(selected, 1)}
+            selected += masks[0].sum()
+            selected_clean += (masks[0] & (y == self.clean_train[idx])).sum()
+        return {"lr": lr, "train_loss": loss_sum.item() / seen, "selected_fraction": selected.item() / seen,
+                "label_precision": selected_clean.item() / max(selected.item(), 1)}
 
     def fit(self, until_epoch: int | None = None) -> TrainResult:
         """Train to ``config.epochs`` (or stop after ``until_epoch``, e.g. to simulate an interruption)."""
