@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from .data import CIFAR_N_LABEL_SETS, DATASETS, DataUnavailableError
@@ -27,12 +28,21 @@ def _run_command(args) -> None:
     overrides = {"epochs": args.epochs} if args.epochs else {}
     if args.device:
         overrides["device"] = args.device
+    options = {name: _parse_value(value) for name, value in (args.option or [])}
     record = run_experiment(args.method, args.dataset, args.noise, rate=args.rate, seed=args.seed,
-                            profile=args.profile, label_set=args.label_set, config_overrides=overrides,
-                            out_dir=args.out_dir)
+                            profile=args.profile, label_set=args.label_set, method_options=options,
+                            config_overrides=overrides, out_dir=args.out_dir)
     final = record["final"]
     print(f"{args.method} on {args.dataset}: last-10 mean {100 * final['test_acc_last10_mean']:.2f} %, "
           f"best {100 * final['test_acc_best']:.2f} % ({record['wall_time_s']:.0f} s on {record['device']})")
+
+
+def _parse_value(text: str):
+    """'true' -> True, '0.1' -> 0.1, 'mse' -> 'mse' (JSON where it parses, else the string)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 def _book_command(args) -> None:
@@ -65,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--epochs", type=int, help="override the profile's number of epochs")
     run.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
     run.add_argument("--out-dir", help="results folder (default: results/ of the checkout)")
+    run.add_argument("--option", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                     help="a method option, e.g. --option official_code true (CausalNL)")
     run.set_defaults(func=_run_command)
 
     book = sub.add_parser("book", help="execute the chapters with papermill and build the HTML book")

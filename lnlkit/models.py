@@ -45,11 +45,22 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(Classifier):
-    """ResNet for 32x32 inputs: 3x3 stem with stride 1 and no max-pool (He et al.'s CIFAR variant)."""
+    """ResNet for 32x32 inputs: 3x3 stem with stride 1 and no max-pool (He et al.'s CIFAR variant).
 
-    def __init__(self, blocks_per_stage, num_classes: int = 10, in_channels: int = 3):
+    ``stem="imagenet"`` gives torchvision's 7x7 stride-2 stem with max-pool instead, which
+    CausalNL's official code uses on CIFAR-10 (it shrinks a 32x32 image to 8x8 before the
+    first block).
+    """
+
+    def __init__(self, blocks_per_stage, num_classes: int = 10, in_channels: int = 3, stem: str = "cifar"):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU())
+        if stem == "cifar":
+            self.stem = nn.Sequential(nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU())
+        elif stem == "imagenet":
+            self.stem = nn.Sequential(nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+                                      nn.MaxPool2d(3, 2, 1))
+        else:
+            raise ValueError(f"stem must be 'cifar' or 'imagenet', got {stem!r}")
         stages, in_planes = [], 64
         for i, (planes, n_blocks) in enumerate(zip((64, 128, 256, 512), blocks_per_stage)):
             for j in range(n_blocks):
@@ -71,6 +82,10 @@ def resnet18(num_classes: int = 10, in_channels: int = 3) -> CifarResNet:
 
 def resnet34(num_classes: int = 10, in_channels: int = 3) -> CifarResNet:
     return CifarResNet((3, 4, 6, 3), num_classes, in_channels)
+
+
+def resnet34_imagenet_stem(num_classes: int = 10, in_channels: int = 3) -> CifarResNet:
+    return CifarResNet((3, 4, 6, 3), num_classes, in_channels, stem="imagenet")
 
 
 class SmallCNN(Classifier):
@@ -104,7 +119,8 @@ class MLP(Classifier):
         return self.body(x)
 
 
-MODELS = {"resnet18": resnet18, "resnet34": resnet34, "small_cnn": SmallCNN, "mlp": MLP}
+MODELS = {"resnet18": resnet18, "resnet34": resnet34, "resnet34_imagenet_stem": resnet34_imagenet_stem,
+          "small_cnn": SmallCNN, "mlp": MLP}
 
 
 def build_model(name: str, num_classes: int, input_shape: tuple) -> Classifier:

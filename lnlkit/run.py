@@ -29,7 +29,7 @@ def run_experiment(method: str, dataset: str, noise: str, rate: float | None = N
     """
     splits = load_dataset(dataset)
     noisy = make_noise(noise, splits.train, rate=rate, seed=seed, label_set=label_set)
-    config = train_config(profile, dataset, seed=seed, progress=progress, **(config_overrides or {}))
+    config = train_config(profile, dataset, method, seed=seed, progress=progress, **(config_overrides or {}))
     # Co-teaching's forget rate: the nominal rate, or for human labels the measured one (as is usual).
     forget = rate if rate is not None else noisy.achieved_rate
     algorithm = build_method(method, noise_rate=forget, **(method_options or {}))

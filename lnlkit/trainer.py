@@ -2,8 +2,8 @@
 
 The data set lives once on the device as uint8; crops, flips and normalisation are done
 on the device in batches, so CPU and GPU run the same code. A method changes training
-through two hooks (see :class:`lnlkit.methods.Method`): per-sample loss weights and
-per-network sample selection. Every epoch is evaluated on the clean test set and
+through hooks (see :class:`lnlkit.methods.Method`): per-sample loss weights, per-network
+sample selection, extra networks, or its own loss for a batch. Every epoch is evaluated on the clean test set and
 checkpointed; a run that is interrupted resumes where it stopped and ends with the
 same numbers as an uninterrupted one.
 """
@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from .models import build_model
 
@@ -188,7 +189,11 @@ class Trainer:
                          for _ in range(method.num_networks)]
         if self.device.type == "cuda" and config.channels_last and self.train.is_image:
             self.networks = [net.to(memory_format=torch.channels_last) for net in self.networks]
-        params = [p for net in self.networks for p in net.parameters()]
+        # Modules a method trains beside its classifiers (CausalNL's encoders and decoders).
+        self.auxiliary = nn.ModuleList(method.auxiliary_networks(self)).to(self.device)
+        if self.device.type == "cuda" and config.channels_last and self.train.is_image:
+            self.auxiliary = self.auxiliary.to(memory_format=torch.channels_last)
+        params = [p for net in self.networks for p in net.parameters()] + list(self.auxiliary.parameters())
         if config.optimizer == "adam":
             self.optimizer = torch.optim.Adam(params, lr=config.lr, betas=(config.momentum, 0.999),
                                               weight_decay=config.weight_decay)
@@ -241,7 +246,7 @@ class Trainer:
             else:
                 group["momentum"] = beta1
         self.method.on_epoch_start(epoch)
-        for net in self.networks:
+        for net in [*self.networks, self.auxiliary]:
             net.train()
         # Running sums stay on the device: reading them per batch would sync the GPU every step.
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
@@ -251,21 +256,14 @@ class Trainer:
         gen = self.epoch_generator(epoch)
         for idx, x, y in self.train.batches(cfg.batch_size, gen, cfg.crop_padding, cfg.flip):
             batch = Batch(idx, self.prepare(x), y)
-            with self.autocast():
-                logits = [net(batch.inputs) for net in self.networks]
-            losses = [F.cross_entropy(lg.float(), y, reduction="none") for lg in logits]
-            weights = self.method.sample_weights(batch)
-            masks = self.method.select([loss.detach() for loss in losses], batch, epoch)
-            if masks is None:
-                masks = [torch.ones_like(y, dtype=torch.bool)] * len(losses)
-            loss = self.method.reduce(losses, weights, masks)
+            loss, mask = self.method.batch_loss(self, batch, epoch)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
             loss_sum += loss.detach().double() * len(y)
             seen += len(y)
-            selected += masks[0].sum()
-            selected_clean += (masks[0] & (y == self.clean_train[idx])).sum()
+            selected += mask.sum()
+            selected_clean += (mask & (y == self.clean_train[idx])).sum()
         return {"lr": lr, "train_loss": loss_sum.item() / seen, "selected_fraction": selected.item() / seen,
                 "label_precision": selected_clean.item() / max(selected.item(), 1)}
 
@@ -300,8 +298,11 @@ class Trainer:
 
     def _state(self, epoch: int) -> dict:
         return {"epoch": epoch, "config": asdict(self.config), "history": self.history,
-                "networks": [net.state_dict() for net in self.networks],
-                "optimizer": self.optimizer.state_dict(), "method": self.method.state_dict()}
+                "networks": [net.state_dict() for net in self.networks], "auxiliary": self.auxiliary.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "method": self.method.state_dict(),
+                # Methods that draw random numbers in the loss (mixup, Gumbel-softmax) resume exactly.
+                "rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
 
     def _save_checkpoint(self, epoch: int) -> None:
         if self.checkpoint_path is None:
@@ -324,6 +325,10 @@ class Trainer:
                              "delete it or choose another checkpoint path")
         for net, sd in zip(self.networks, state["networks"]):
             net.load_state_dict(sd)
+        self.auxiliary.load_state_dict(state["auxiliary"])
+        torch.set_rng_state(state["rng"].cpu())
+        if state["cuda_rng"] is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
         self.optimizer.load_state_dict(state["optimizer"])
         self.method.load_state_dict(state["method"])
         self.history = list(state["history"])

@@ -32,3 +32,15 @@ def test_run_command_writes_result_with_provenance(tmp_path):
     assert record["data_source"].startswith("scikit-learn digits")
     assert 0 <= record["final"]["test_acc_last10_mean"] <= 1
     assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").iterdir())
+
+
+def test_run_command_passes_method_options(tmp_path, capsys):
+    out = tmp_path / "results"
+    assert main(["run", "--method", "causalnl", "--dataset", "moons", "--noise", "idn", "--rate", "0.45",
+                 "--epochs", "2", "--option", "official_code", "true", "--out-dir", str(out)]) == 0
+    record = json.loads((out / "moons-idn45-causalnl-smoke-seed1.json").read_text())
+    assert record["method_options"]["official_code"] is True and record["method_options"]["reconstruction"] == "mse"
+    assert record["train_config"]["schedule"] == "constant"  # CausalNL's own recipe: Adam 1e-3 without decay
+    assert main(["run", "--method", "causalnl", "--dataset", "moons", "--noise", "idn", "--rate", "0.45",
+                 "--option", "no_such_option", "1", "--out-dir", str(out)]) == 2
+    assert "no option" in capsys.readouterr().err
