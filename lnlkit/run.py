@@ -21,8 +21,11 @@ def run_name(method: str, dataset: str, noise: str, rate: float | None, seed: in
 def run_experiment(method: str, dataset: str, noise: str, rate: float | None = None, seed: int = 1,
                    profile: str = "smoke", label_set: str | None = None, method_options: dict | None = None,
                    config_overrides: dict | None = None, out_dir: str | Path | None = None, save: bool = True,
-                   checkpoint_dir: str | Path | None = None, progress: bool = True) -> dict:
+                   checkpoint_dir: str | Path | None = None, progress: bool = True, return_trainer: bool = False):
     """Train ``method`` on ``dataset`` with ``noise`` labels; return (and by default save) the result record.
+
+    With ``return_trainer`` the trained :class:`Trainer` comes back too, as ``(record, trainer)``,
+    for looking inside the trained networks.
 
     A checkpoint is written every epoch under ``checkpoint_dir`` (default ``checkpoints/`` beside
     the results folder); running the same command again resumes from it.
@@ -60,4 +63,4 @@ def run_experiment(method: str, dataset: str, noise: str, rate: float | None = N
     if save:
         write_result(record, out_dir / f"{name}.json")
         checkpoint.unlink(missing_ok=True)  # the result file now holds everything the checkpoint did
-    return record
+    return (record, trainer) if return_trainer else record

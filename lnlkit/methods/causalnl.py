@@ -92,28 +92,17 @@ class ConvImageDecoder(nn.Module):
         return self.body(h)
 
 
-class MLPLabelEncoder(nn.Module):
-    """(x, y) -> vector for feature inputs (two moons)."""
+class ConcatMLP(nn.Module):
+    """Two hidden layers on the concatenated inputs: (x, y) -> vector for the encoders, (y, z) -> x̂
+    for the decoder on feature inputs (two moons), with a linear output (standardised features)."""
 
-    def __init__(self, in_features: int, num_classes: int, out_features: int, hidden: int = 64):
+    def __init__(self, in_features: int, out_features: int, hidden: int = 64):
         super().__init__()
-        self.body = nn.Sequential(nn.Linear(in_features + num_classes, hidden), nn.LeakyReLU(),
+        self.body = nn.Sequential(nn.Linear(in_features, hidden), nn.LeakyReLU(),
                                   nn.Linear(hidden, hidden), nn.LeakyReLU(), nn.Linear(hidden, out_features))
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.body(torch.cat([x, y], dim=1))
-
-
-class MLPDecoder(nn.Module):
-    """(y, z) -> x̂ for standardised feature inputs (a Gaussian/Laplace mean, no squashing)."""
-
-    def __init__(self, out_features: int, num_classes: int, z_dim: int, hidden: int = 64):
-        super().__init__()
-        self.body = nn.Sequential(nn.Linear(z_dim + num_classes, hidden), nn.LeakyReLU(),
-                                  nn.Linear(hidden, hidden), nn.LeakyReLU(), nn.Linear(hidden, out_features))
-
-    def forward(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return self.body(torch.cat([z, y], dim=1))
+    def forward(self, *parts: torch.Tensor) -> torch.Tensor:
+        return self.body(torch.cat(parts, dim=1))
 
 
 class CausalBranch(nn.Module):
@@ -142,8 +131,8 @@ def build_branch(input_shape: tuple, num_classes: int, z_dim: int) -> CausalBran
                             ConvImageDecoder(size, channels, num_classes, widths, z_dim),
                             ConvLabelEncoder(size, channels, num_classes, widths, num_classes))
     (features,) = input_shape
-    return CausalBranch(MLPLabelEncoder(features, num_classes, 2 * z_dim), MLPDecoder(features, num_classes, z_dim),
-                        MLPLabelEncoder(features, num_classes, num_classes))
+    return CausalBranch(ConcatMLP(features + num_classes, 2 * z_dim), ConcatMLP(num_classes + z_dim, features),
+                        ConcatMLP(features + num_classes, num_classes))
 
 
 def default_z_dim(input_shape: tuple) -> int:
