@@ -9,16 +9,15 @@ from .coteaching import CoTeaching
 from .mixup import Mixup
 
 METHODS = {"ce": CrossEntropy, "coteaching": CoTeaching, "mixup": Mixup, "causalnl": CausalNL}
-NEEDS_NOISE_RATE = ("coteaching", "causalnl")  # their forget rate defaults to the noise rate
 
 
 def build_method(name: str, noise_rate: float | None = None, **options) -> Method:
     """A method by name; ``noise_rate`` feeds methods that need it (Co-teaching's forget rate)."""
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; choose from {sorted(METHODS)}")
-    if name in NEEDS_NOISE_RATE:
-        options.setdefault("rate", noise_rate if noise_rate is not None else 0.0)
     known = set(inspect.signature(METHODS[name]).parameters)
+    if "rate" in known:  # a forget rate (Co-teaching, CausalNL) defaults to the noise rate
+        options.setdefault("rate", noise_rate if noise_rate is not None else 0.0)
     if unknown := set(options) - known:
         raise ValueError(f"{name} has no option {sorted(unknown)}; its options are {sorted(known)}")
     return METHODS[name](**options)

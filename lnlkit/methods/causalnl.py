@@ -202,8 +202,8 @@ class CausalNL(Method):
                                        ("latent_noise", latent_noise, ("normal", "uniform"))]:
             if value not in allowed:
                 raise ValueError(f"{option} must be one of {allowed}, got {value!r}")
-        self.rate, self.z_dim, self.ramp_epochs = rate, z_dim, ramp_epochs
-        self.coteaching = CoTeaching(rate, ramp_epochs)
+        self.z_dim = z_dim
+        self.coteaching = CoTeaching(rate, ramp_epochs)  # holds the forget rate and its ramp
         self.weights = {"reconstruction": recon_weight, "noisy_label_nll": noisy_label_weight,
                         "negative_entropy": entropy_weight, "kl_z": kl_weight}
         self.reconstruction, self.kl_reduction, self.latent_noise = reconstruction, kl_reduction, latent_noise
@@ -237,8 +237,7 @@ class CausalNL(Method):
         z = self.sample_latent(mu, logvar)
         x_hat = branch.image_decoder(y_soft, z)
         noisy_logits = branch.noisy_label_decoder(x_hat, y_soft)
-        return {"y_soft": y_soft, "mu": mu, "logvar": logvar, "z": z, "x_hat": x_hat.float(),
-                "noisy_logits": noisy_logits.float()}
+        return {"mu": mu, "logvar": logvar, "x_hat": x_hat.float(), "noisy_logits": noisy_logits.float()}
 
     def elbo_terms(self, out: dict, logits: torch.Tensor, x: torch.Tensor, noisy_labels: torch.Tensor) -> dict:
         """The four terms of the negative ELBO (Eq. 6, Appendix B), each a scalar for the batch."""
@@ -287,7 +286,8 @@ class CausalNL(Method):
         return {"q_y": q_y, "mu": mu, "logvar": logvar, "x": target, "x_hat": x_hat, "noisy_probs": noisy_probs}
 
     def options(self):
-        return {"rate": self.rate, "z_dim": self.z_dim, "ramp_epochs": self.ramp_epochs, "weights": self.weights,
+        return {"rate": self.coteaching.rate, "z_dim": self.z_dim, "ramp_epochs": self.coteaching.ramp_epochs,
+                "weights": self.weights,
                 "reconstruction": self.reconstruction, "kl_reduction": self.kl_reduction,
                 "latent_noise": self.latent_noise, "entropy_gradient": self.entropy_gradient,
                 "temperature": self.temperature, "official_code": self.official_code}

@@ -27,9 +27,9 @@ class Mixup(Method):
         self.alpha = alpha
 
     def batch_loss(self, trainer, batch, epoch):
-        # Drawn from torch's global generator, which checkpoints save and restore.
+        # Drawn from torch's global generators (CPU and device), which checkpoints save and restore.
         lam = float(torch.distributions.Beta(self.alpha, self.alpha).sample())
-        partner = torch.randperm(len(batch.noisy_labels)).to(batch.inputs.device)
+        partner = torch.randperm(len(batch.noisy_labels), device=batch.inputs.device)
         mixed = lam * batch.inputs + (1 - lam) * batch.inputs[partner]
         with trainer.autocast():
             logits = trainer.networks[0](mixed).float()
