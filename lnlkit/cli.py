@@ -31,7 +31,7 @@ def _run_command(args) -> None:
     options = {name: _parse_value(value) for name, value in (args.option or [])}
     record = run_experiment(args.method, args.dataset, args.noise, rate=args.rate, seed=args.seed,
                             profile=args.profile, label_set=args.label_set, method_options=options,
-                            config_overrides=overrides, out_dir=args.out_dir)
+                            config_overrides=overrides, out_dir=args.out_dir, held_out=args.held_out)
     final = record["final"]
     print(f"{args.method} on {args.dataset}: last-10 mean {100 * final['test_acc_last10_mean']:.2f} %, "
           f"best {100 * final['test_acc_best']:.2f} % ({record['wall_time_s']:.0f} s on {record['device']})")
@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out-dir", help="results folder (default: results/ of the checkout)")
     run.add_argument("--option", nargs=2, action="append", metavar=("NAME", "VALUE"),
                      help="a method option, e.g. --option official_code true (CausalNL)")
+    run.add_argument("--held-out", type=float, default=0.0, metavar="FRACTION",
+                     help="keep this fraction of the training set aside, clean, for a proxy estimator "
+                          "(OSA: --option estimator proxy); no method trains on it")
     run.set_defaults(func=_run_command)
 
     book = sub.add_parser("book", help="execute the chapters with papermill and build the HTML book")

@@ -1,0 +1,161 @@
+"""OSA: one-step noise mitigation with an external estimator (Li et al., 2024).
+
+Once, before training, a frozen estimator embeds every training image x and its noisy label
+y into one space and takes their cosine s(x, y) (Eq. 3). The space shift beta is the mean
+cosine of random pairs (Eq. 4). A scoring function turns s into a weight w (Eq. 5), and the
+target model minimises w x its per-sample loss (Eq. 6). Nothing else about training changes.
+
+Two scoring functions, both zero at and below beta:
+
+- ``paper`` (Eq. 5): with t = s - beta, w = -t^2 (t - 1) = t^2 (1 - t) for t > 0.
+  It peaks at t = 2/3 with w = 4/27 (so the paper's "0 <= w <= 1" is loose) and falls back
+  to 0 at t = 1.
+- ``official`` (the released code's ``weight_function``): t = max(s - beta, 0) divided by its
+  maximum over the training batch, then w = t^2 (1 - t^2); it peaks at t = 1/sqrt(2) with
+  w = 1/4 and gives the most similar pair of every batch weight 0.
+
+Deviation from the official code: it re-scores every augmented training batch; here each
+training image is scored once, un-augmented, which is what makes OSA "one step".
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from scipy.stats import rankdata
+
+from .base import Method
+
+SCORINGS = ("paper", "official")
+
+
+def osa_weight(similarity: torch.Tensor, beta: float) -> torch.Tensor:
+    """Eq. 5: w = -(s - beta)^2 (s - beta - 1) where s > beta, else 0."""
+    shifted = similarity - beta
+    return torch.where(shifted > 0, -shifted.square() * (shifted - 1), torch.zeros_like(shifted))
+
+
+def official_weight(similarity: torch.Tensor, beta: float) -> torch.Tensor:
+    """The official code: t = max(s - beta, 0) / max over the batch, w = t^2 (1 - t^2)."""
+    shifted = (similarity - beta).clamp_min(0)
+    t = shifted / shifted.max().clamp_min(1e-12)
+    return t.square() * (1 - t.square())
+
+
+SCORING_FUNCTIONS = {"paper": osa_weight, "official": official_weight}
+
+
+@torch.no_grad()
+def space_shift(estimator, num_pairs: int = 256, image_kind: str = "uniform", class_kind: str | None = None,
+                seed: int = 0) -> float:
+    """beta: the mean cosine between K random images and K random "texts" (Eq. 4).
+
+    As in the official code all K x K image-text combinations are averaged, not only the K
+    matched pairs of Eq. 4: the same expectation with less variance.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    class_kind = class_kind or estimator.default_random_classes
+    images = estimator.random_images(num_pairs, image_kind, gen)
+    classes = estimator.random_classes(num_pairs, class_kind, gen)
+    return float((images @ classes.T).mean())
+
+
+# ---------------------------------------------------------------- noise-detection measures
+
+
+def detection_metrics(weights, is_noisy) -> dict:
+    """Noise detection with the threshold at beta: weight 0 means "noisy" (the paper's Table 10).
+
+    The paper's "Acc" is the share of clean pairs kept as clean and its "Recall" the share of
+    noisy pairs flagged as noisy; ``accuracy`` is the usual share of all pairs classed right.
+    """
+    weights, is_noisy = np.asarray(weights, dtype=float), np.asarray(is_noisy, dtype=bool)
+    flagged = weights <= 0
+    return {"clean_kept": float((~flagged[~is_noisy]).mean()) if (~is_noisy).any() else float("nan"),
+            "noise_recall": float(flagged[is_noisy].mean()) if is_noisy.any() else float("nan"),
+            "accuracy": float((flagged == is_noisy).mean()),
+            "flagged_fraction": float(flagged.mean())}
+
+
+def mean_noise_rank(weights, is_noisy) -> tuple[float, float]:
+    """Table 9: rank samples by weight, largest first (rank 1); the mean rank of the noisy ones.
+
+    Returns (mean noise rank, optimal mean noise rank). Tied weights share their average rank,
+    so a method that gives many samples weight 0 is not credited with an arbitrary order.
+    """
+    weights, is_noisy = np.asarray(weights, dtype=float), np.asarray(is_noisy, dtype=bool)
+    ranks = rankdata(-weights, method="average")
+    n, k = len(weights), int(is_noisy.sum())
+    return float(ranks[is_noisy].mean()), float(n - (k - 1) / 2)
+
+
+# ---------------------------------------------------------------- the method
+
+
+class OSA(Method):
+    """Cross-entropy re-weighted by the estimator's cleanliness score (Eq. 6).
+
+    ``estimator``: an :class:`lnlkit.estimators.Estimator`, ``"clip"`` (open_clip ViT-B/32,
+    OpenAI weights) or ``"proxy"`` (trained on the clean held-out split ``reference``).
+    """
+
+    name = "osa"
+    num_networks = 1
+
+    def __init__(self, estimator="clip", scoring: str = "paper", num_random_pairs: int = 256,
+                 random_images: str = "uniform", random_classes: str | None = None, seed: int = 0,
+                 reference=None, class_names: list[str] | None = None, proxy_epochs: int = 30):
+        if scoring not in SCORINGS:
+            raise ValueError(f"scoring must be one of {SCORINGS}, got {scoring!r}")
+        self.estimator, self.scoring, self.num_random_pairs = estimator, scoring, num_random_pairs
+        self.random_images, self.random_classes, self.seed = random_images, random_classes, seed
+        self.reference, self.class_names, self.proxy_epochs = reference, class_names, proxy_epochs
+        self.score = SCORING_FUNCTIONS[scoring]
+        self.measured: dict = {}
+
+    def _build_estimator(self, device):
+        from ..estimators import CLIPEstimator, train_proxy_estimator
+
+        if self.estimator == "clip":
+            if not self.class_names:
+                raise ValueError("the CLIP estimator needs the class names (class_names=...)")
+            return CLIPEstimator.from_open_clip(self.class_names, device=device)
+        if self.estimator == "proxy":
+            if self.reference is None:
+                raise ValueError("estimator 'proxy' is trained on a clean held-out split: run with "
+                                 "held_out=0.3 (command line: --held-out 0.3)")
+            return train_proxy_estimator(self.reference, epochs=self.proxy_epochs, seed=self.seed, device=device)
+        if isinstance(self.estimator, str):
+            raise ValueError(f"estimator must be 'clip', 'proxy' or an Estimator, got {self.estimator!r}")
+        return self.estimator
+
+    def setup(self, trainer) -> None:
+        super().setup(trainer)
+        start = time.perf_counter()
+        estimator = self._build_estimator(trainer.device)
+        built = time.perf_counter()
+        self.random_classes = self.random_classes or estimator.default_random_classes
+        self.beta = space_shift(estimator, self.num_random_pairs, self.random_images, self.random_classes, self.seed)
+        # Scored once, un-augmented: the "one step" of OSA.
+        self.similarity = estimator.pair_similarity(trainer.train.inputs, trainer.train.labels).to(trainer.device)
+        weights = self.score(self.similarity, self.beta)
+        if trainer.device.type == "cuda":
+            torch.cuda.synchronize()
+        done = time.perf_counter()
+        is_noisy = (trainer.train.labels != trainer.clean_train).cpu().numpy()
+        rank, optimal = mean_noise_rank(weights.cpu().numpy(), is_noisy)
+        self.measured = {"beta": self.beta, "estimator_build_s": built - start, "scoring_s": done - built,
+                         "mean_noise_rank": rank, "optimal_noise_rank": optimal,
+                         **detection_metrics(weights.cpu().numpy(), is_noisy)}
+
+    def sample_weights(self, batch) -> torch.Tensor:
+        # The official scoring normalises by the batch maximum, so weights are made per batch.
+        return self.score(self.similarity[batch.indices], self.beta)
+
+    def options(self) -> dict:
+        name = self.estimator if isinstance(self.estimator, str) else type(self.estimator).__name__
+        return {"estimator": name, "scoring": self.scoring, "num_random_pairs": self.num_random_pairs,
+                "random_images": self.random_images, "random_classes": self.random_classes,
+                "seed": self.seed, **self.measured}
