@@ -94,19 +94,30 @@ class CLIPEstimator(Estimator):
 
     @classmethod
     def from_open_clip(cls, class_names: list[str], model_name: str = "ViT-B-32", pretrained: str | None = None,
-                       device: str | torch.device = "cpu", **kwargs) -> "CLIPEstimator":
-        """The paper's estimator: ``ViT-B-32`` with OpenAI weights, from the hub cache or a local file.
+                       download: bool = True, device: str | torch.device = "cpu", **kwargs) -> "CLIPEstimator":
+        """The paper's estimator: ``ViT-B-32`` with OpenAI weights, from the hub (cache) or a local file.
 
         ``pretrained`` is an open_clip tag or a checkpoint path; it defaults to the file named by
-        the environment variable ``LNLKIT_CLIP_WEIGHTS`` or else the tag ``openai``.
+        the environment variable ``LNLKIT_CLIP_WEIGHTS``, else the tag ``openai``. With
+        ``download=False`` only files already on disk are used, so an offline machine fails at
+        once instead of after the hub's retries.
         """
         import open_clip
 
-        pretrained = pretrained or os.environ.get("LNLKIT_CLIP_WEIGHTS") or "openai"
+        source = pretrained or os.environ.get("LNLKIT_CLIP_WEIGHTS") or "openai"
+        tag = open_clip.get_pretrained_cfg(model_name, source) if not os.path.isfile(source) else {}
+        # OpenAI's checkpoints were trained with QuickGELU; a tag says so itself, a bare file does not.
+        quick_gelu = tag.get("quick_gelu", source == "openai" or "openai" in os.path.basename(source))
+        if tag and not download:
+            cached = _cached_hub_file(tag.get("hf_hub", ""))
+            if cached is None:
+                raise DataUnavailableError(clip_weights_hint(model_name, source))
+            source = cached
         try:
-            model = open_clip.create_model(model_name, pretrained=pretrained, device=device)
+            model = open_clip.create_model(model_name, pretrained=source, device=device,
+                                           force_quick_gelu=quick_gelu)
         except Exception as error:  # offline: the hub download fails with one of several errors
-            raise DataUnavailableError(clip_weights_hint(model_name, pretrained)) from error
+            raise DataUnavailableError(clip_weights_hint(model_name, source)) from error
         return cls(model, open_clip.get_tokenizer(model_name), class_names, device=device, **kwargs)
 
     def _pixels(self, images: torch.Tensor) -> torch.Tensor:
@@ -163,6 +174,17 @@ class CLIPEstimator(Estimator):
         else:
             raise ValueError(f"random class kind must be 'tokens' or 'words', got {kind!r}")
         return _batched(self.encode_tokens, tokens, self.batch_size)
+
+
+def _cached_hub_file(repo: str) -> str | None:
+    """The weights of a hub repository if they are in the local cache (no network access)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    for name in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
+        path = try_to_load_from_cache(repo.rstrip("/"), name) if repo else None
+        if isinstance(path, str):
+            return path
+    return None
 
 
 def tiny_clip(image_size: int = 32, embed_dim: int = 32, width: int = 32, context_length: int = 16,

@@ -150,3 +150,13 @@ def test_build_method_passes_data_context_only_to_methods_that_ask():
     build_method("ce", context={"class_names": ["a"]})  # CE ignores it
     with pytest.raises(ValueError, match="scoring"):
         build_method("osa", scoring="mean")
+
+
+def test_clip_without_download_fails_at_once_with_instructions(monkeypatch):
+    import lnlkit.estimators as estimators
+    from lnlkit.data import DataUnavailableError
+
+    monkeypatch.setattr(estimators, "_cached_hub_file", lambda repo: None)
+    monkeypatch.delenv("LNLKIT_CLIP_WEIGHTS", raising=False)
+    with pytest.raises(DataUnavailableError, match="LNLKIT_CLIP_WEIGHTS"):
+        CLIPEstimator.from_open_clip(["cat"], download=False)
