@@ -40,6 +40,7 @@ nbval: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/data_path.py
 	$(PY) benchmarks/idn_noise.py
+	$(PY) benchmarks/osa_scoring.py
 
 clean:
 	rm -rf _build checkpoints
