@@ -37,6 +37,15 @@ def _batched(fn, x: torch.Tensor, batch_size: int) -> torch.Tensor:
     return torch.cat([fn(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
+def random_pixels(shape: tuple, kind: str, generator: torch.Generator) -> torch.Tensor:
+    """Random images for the space shift: ``uniform`` U[0,1) pixels, or ``gaussian`` N(0, 1)."""
+    if kind == "uniform":
+        return torch.rand(shape, generator=generator)
+    if kind == "gaussian":
+        return torch.randn(shape, generator=generator)
+    raise ValueError(f"random image kind must be 'uniform' or 'gaussian', got {kind!r}")
+
+
 class Estimator:
     """The interface OSA needs; subclasses fill in the encoders and random inputs."""
 
@@ -152,13 +161,7 @@ class CLIPEstimator(Estimator):
     def random_images(self, n: int, kind: str, generator: torch.Generator) -> torch.Tensor:
         """``uniform``: U[0,1) pixels fed without normalisation (the official code);
         ``gaussian``: N(0, 1) in the normalised input space."""
-        shape = (n, 3, *self.image_size)
-        if kind == "uniform":
-            x = torch.rand(shape, generator=generator)
-        elif kind == "gaussian":
-            x = torch.randn(shape, generator=generator)
-        else:
-            raise ValueError(f"random image kind must be 'uniform' or 'gaussian', got {kind!r}")
+        x = random_pixels((n, 3, *self.image_size), kind, generator)
         return _batched(lambda b: self._embed_pixels(b.to(self.device)), x, self.batch_size)
 
     @torch.no_grad()
@@ -233,13 +236,7 @@ class EmbeddingEstimator(Estimator):
     def random_images(self, n: int, kind: str, generator: torch.Generator) -> torch.Tensor:
         """``uniform``: U[0,1) pixels without normalisation (as the official code feeds CLIP);
         ``gaussian``: N(0, 1) in the normalised input space."""
-        shape = (n, *self.input_shape)
-        if kind == "uniform":
-            x = torch.rand(shape, generator=generator)
-        elif kind == "gaussian":
-            x = torch.randn(shape, generator=generator)
-        else:
-            raise ValueError(f"random image kind must be 'uniform' or 'gaussian', got {kind!r}")
+        x = random_pixels((n, *self.input_shape), kind, generator)
         return _batched(self._embed, x, self.batch_size)
 
     def random_classes(self, n: int, kind: str, generator: torch.Generator) -> torch.Tensor:
