@@ -195,10 +195,11 @@ def tiny_clip(image_size: int = 32, embed_dim: int = 32, width: int = 32, contex
     """A randomly initialised open_clip CLIP of a few layers: for tests and offline plumbing only."""
     import open_clip
 
-    torch.manual_seed(seed)
     vision = dict(image_size=image_size, layers=1, width=width, patch_size=8, head_width=16)
     text = dict(context_length=context_length, vocab_size=49408, width=width, heads=2, layers=1)
-    return open_clip.CLIP(embed_dim=embed_dim, vision_cfg=vision, text_cfg=text)
+    with torch.random.fork_rng(devices=[]):  # seeded without touching the caller's random state
+        torch.manual_seed(seed)
+        return open_clip.CLIP(embed_dim=embed_dim, vision_cfg=vision, text_cfg=text)
 
 
 def clip_tokenizer(context_length: int = 77):
@@ -274,27 +275,28 @@ def train_proxy_estimator(reference: LabelledData, model: str = "small_cnn", emb
     from .models import build_model
 
     device = torch.device(device)
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    images = torch.from_numpy(np.ascontiguousarray(reference.inputs.transpose(0, 3, 1, 2))).float() / 255.0
-    labels = torch.as_tensor(reference.labels)
-    mean, std = images.mean((0, 2, 3)), images.std((0, 2, 3)).clamp_min(1e-6)
-    x_all = ((images - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)).to(device)
-    encoder = ProjectedEncoder(build_model(model, reference.num_classes, reference.inputs.shape[1:]), embed_dim)
-    encoder.to(device)
-    class_vectors = nn.Parameter(torch.randn(reference.num_classes, embed_dim, generator=gen).to(device))
-    optimizer = torch.optim.Adam([*encoder.parameters(), class_vectors], lr=lr)
-    for _ in range(epochs):
-        encoder.train()
-        order = torch.randperm(len(labels), generator=gen)
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            x, y = x_all[idx.to(device)], labels[idx].to(device)
-            logits = F.normalize(encoder(x), dim=-1) @ F.normalize(class_vectors, dim=-1).T / temperature
-            loss = F.cross_entropy(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+    with torch.random.fork_rng(devices=[]):  # seeded without touching the caller's random state
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
+        images = torch.from_numpy(np.ascontiguousarray(reference.inputs.transpose(0, 3, 1, 2))).float() / 255.0
+        labels = torch.as_tensor(reference.labels)
+        mean, std = images.mean((0, 2, 3)), images.std((0, 2, 3)).clamp_min(1e-6)
+        x_all = ((images - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)).to(device)
+        encoder = ProjectedEncoder(build_model(model, reference.num_classes, reference.inputs.shape[1:]), embed_dim)
+        encoder.to(device)
+        class_vectors = nn.Parameter(torch.randn(reference.num_classes, embed_dim, generator=gen).to(device))
+        optimizer = torch.optim.Adam([*encoder.parameters(), class_vectors], lr=lr)
+        for _ in range(epochs):
+            encoder.train()
+            order = torch.randperm(len(labels), generator=gen)
+            for start in range(0, len(order), batch_size):
+                idx = order[start:start + batch_size]
+                x, y = x_all[idx.to(device)], labels[idx].to(device)
+                logits = F.normalize(encoder(x), dim=-1) @ F.normalize(class_vectors, dim=-1).T / temperature
+                loss = F.cross_entropy(logits, y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
     return EmbeddingEstimator(encoder, class_vectors, mean, std, tuple(x_all.shape[1:]), device=device)
 
 

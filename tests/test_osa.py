@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from lnlkit.data import LabelledData, load_digits
-from lnlkit.estimators import CLIPEstimator, EmbeddingEstimator, clip_tokenizer, hold_out, tiny_clip
+from lnlkit.estimators import (CLIPEstimator, EmbeddingEstimator, clip_tokenizer, hold_out, tiny_clip,
+                               train_proxy_estimator)
 from lnlkit.methods import build_method
 from lnlkit.methods.osa import OSA, detection_metrics, mean_noise_rank, official_weight, osa_weight, space_shift
 from lnlkit.noise import make_noise
@@ -160,3 +161,12 @@ def test_clip_without_download_fails_at_once_with_instructions(monkeypatch):
     monkeypatch.delenv("LNLKIT_CLIP_WEIGHTS", raising=False)
     with pytest.raises(DataUnavailableError, match="LNLKIT_CLIP_WEIGHTS"):
         CLIPEstimator.from_open_clip(["cat"], download=False)
+
+
+def test_proxy_estimator_is_seeded_and_leaves_the_global_random_state_alone():
+    _, reference = hold_out(load_digits().train, 0.3)
+    before = torch.random.get_rng_state()
+    a = train_proxy_estimator(reference, epochs=1, seed=5)
+    assert torch.equal(before, torch.random.get_rng_state())
+    b = train_proxy_estimator(reference, epochs=1, seed=5)
+    torch.testing.assert_close(a.class_embeddings(), b.class_embeddings())
