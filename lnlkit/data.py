@@ -292,11 +292,19 @@ def load_cifar_n(label_set: str, download: bool = True) -> dict[str, np.ndarray]
 # ---------------------------------------------------------------- embedded smoke-profile data
 
 
-def _stratified_split(labels: np.ndarray, test_size: int, seed: int):
+def _stratified_split(labels: np.ndarray, test_size: int | float, seed: int):
     from sklearn.model_selection import train_test_split
 
     idx = np.arange(len(labels))
     return train_test_split(idx, test_size=test_size, stratify=labels, random_state=seed)
+
+
+def hold_out(data: LabelledData, fraction: float, seed: int = 0) -> tuple[LabelledData, LabelledData]:
+    """Split ``data`` into (rest, held-out), the held-out part stratified by class (proxy external knowledge)."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"the held-out fraction must lie in (0, 1), got {fraction}")
+    rest, held = _stratified_split(data.labels, fraction, seed)
+    return data.subset(np.sort(rest)), data.subset(np.sort(held))
 
 
 def load_digits() -> DataSplits:

@@ -298,14 +298,3 @@ def train_proxy_estimator(reference: LabelledData, model: str = "small_cnn", emb
                 loss.backward()
                 optimizer.step()
     return EmbeddingEstimator(encoder, class_vectors, mean, std, tuple(x_all.shape[1:]), device=device)
-
-
-def hold_out(data: LabelledData, fraction: float, seed: int = 0) -> tuple[LabelledData, LabelledData]:
-    """Split ``data`` into (rest, held-out) with the held-out part stratified by class."""
-    from sklearn.model_selection import train_test_split
-
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"the held-out fraction must lie in (0, 1), got {fraction}")
-    idx = np.arange(len(data))
-    rest, held = train_test_split(idx, test_size=fraction, stratify=data.labels, random_state=seed)
-    return data.subset(np.sort(rest)), data.subset(np.sort(held))

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .data import load_dataset
-from .estimators import hold_out
+from .data import hold_out, load_dataset
 from .methods import build_method
 from .noise import make_noise
 from .profiles import train_config

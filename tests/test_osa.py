@@ -2,9 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from lnlkit.data import LabelledData, load_digits
-from lnlkit.estimators import (CLIPEstimator, EmbeddingEstimator, clip_tokenizer, hold_out, tiny_clip,
-                               train_proxy_estimator)
+from lnlkit.data import LabelledData, hold_out, load_digits
+from lnlkit.estimators import CLIPEstimator, EmbeddingEstimator, clip_tokenizer, tiny_clip, train_proxy_estimator
 from lnlkit.methods import build_method
 from lnlkit.methods.osa import OSA, detection_metrics, mean_noise_rank, official_weight, osa_weight, space_shift
 from lnlkit.noise import make_noise

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from scipy.stats import rankdata
 
+from ..estimators import CLIPEstimator, train_proxy_estimator
 from .base import Method
 
 SCORINGS = ("paper", "official")
@@ -48,6 +49,15 @@ SCORING_FUNCTIONS = {"paper": osa_weight, "official": official_weight}
 
 
 @torch.no_grad()
+def random_pair_similarities(estimator, num_pairs: int = 256, image_kind: str = "uniform",
+                             class_kind: str | None = None, seed: int = 0) -> torch.Tensor:
+    """Cosines of K random images with K random "texts": the K x K matrix (paper's Table 1)."""
+    gen = torch.Generator().manual_seed(seed)
+    images = estimator.random_images(num_pairs, image_kind, gen)
+    classes = estimator.random_classes(num_pairs, class_kind or estimator.default_random_classes, gen)
+    return images @ classes.T
+
+
 def space_shift(estimator, num_pairs: int = 256, image_kind: str = "uniform", class_kind: str | None = None,
                 seed: int = 0) -> float:
     """beta: the mean cosine between K random images and K random "texts" (Eq. 4).
@@ -55,11 +65,7 @@ def space_shift(estimator, num_pairs: int = 256, image_kind: str = "uniform", cl
     As in the official code all K x K image-text combinations are averaged, not only the K
     matched pairs of Eq. 4: the same expectation with less variance.
     """
-    gen = torch.Generator().manual_seed(seed)
-    class_kind = class_kind or estimator.default_random_classes
-    images = estimator.random_images(num_pairs, image_kind, gen)
-    classes = estimator.random_classes(num_pairs, class_kind, gen)
-    return float((images @ classes.T).mean())
+    return float(random_pair_similarities(estimator, num_pairs, image_kind, class_kind, seed).mean())
 
 
 # ---------------------------------------------------------------- noise-detection measures
@@ -116,8 +122,6 @@ class OSA(Method):
         self.measured: dict = {}
 
     def _build_estimator(self, device):
-        from ..estimators import CLIPEstimator, train_proxy_estimator
-
         if self.estimator == "clip":
             if not self.class_names:
                 raise ValueError("the CLIP estimator needs the class names (class_names=...)")
