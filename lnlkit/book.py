@@ -67,6 +67,9 @@ def execute_chapter(name: str, parameters: dict | None = None, log=print) -> Pat
 
 
 def execute_all(profile: str = "smoke", chapters=None, extra: dict | None = None, log=print) -> list[Path]:
+    known = [Path(entry).name for entry in toc_files() if is_notebook(ROOT / f"{entry}.md")]
+    if unknown := sorted(set(chapters or []) - set(known)):
+        raise ValueError(f"no chapter named {unknown}; the chapters are {known}")
     done = []
     for entry in toc_files():
         name = Path(entry).name

@@ -29,12 +29,18 @@ def _run_command(args) -> None:
     if args.device:
         overrides["device"] = args.device
     options = {name: _parse_value(value) for name, value in (args.option or [])}
-    record = run_experiment(args.method, args.dataset, args.noise, rate=args.rate, seed=args.seed,
-                            profile=args.profile, label_set=args.label_set, method_options=options,
-                            config_overrides=overrides, out_dir=args.out_dir, held_out=args.held_out)
-    final = record["final"]
-    print(f"{args.method} on {args.dataset}: last-10 mean {100 * final['test_acc_last10_mean']:.2f} %, "
-          f"best {100 * final['test_acc_best']:.2f} % ({record['wall_time_s']:.0f} s on {record['device']})")
+    result = run_experiment(method=args.method, dataset=args.dataset, noise=args.noise, rate=args.rate,
+                            label_set=args.label_set, noise_seed=args.noise_seed, seed=args.seed,
+                            profile=args.profile, held_out=args.held_out, method_options=options,
+                            config_overrides=overrides, out_dir=args.out_dir)
+    record, final = result.record, result.final
+    for stage in record["stages"]:
+        print(f"stage {stage['name']}: {stage['status']} ({stage['build_s']:.1f} s to build; key {stage['key']})")
+    selected = (f", at min. noisy-val loss {100 * final['test_acc_at_min_val_loss']:.2f} %"
+                if "test_acc_at_min_val_loss" in final else "")
+    print(f"{args.method} on {args.dataset}: last-10 mean {100 * final['test_acc_last10_mean']:.2f} %{selected}, "
+          f"oracle best epoch {100 * final['test_acc_oracle_best']:.2f} % "
+          f"({record['wall_time_s']:.0f} s on {record['device']})\nwrote {result.path}")
 
 
 def _parse_value(text: str):
@@ -58,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     def common(p):
         p.add_argument("--dataset", choices=DATASETS, default="cifar10")
         p.add_argument("--rate", type=float, help="noise rate in [0, 1) (not for human labels)")
-        p.add_argument("--seed", type=int, default=1)
+        p.add_argument("--seed", type=int, default=1, help="noise seed (noise) or training seed (run)")
         p.add_argument("--label-set", choices=sorted(CIFAR_N_LABEL_SETS), help="CIFAR-N labels for --kind human")
 
     noise = sub.add_parser("noise", help="write noisy labels to an .npz file")
@@ -71,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(run)
     run.add_argument("--method", required=True, choices=sorted(METHODS))
     run.add_argument("--noise", choices=KINDS, required=True)
+    run.add_argument("--noise-seed", type=int, help="seed of the noise draw and the splits (default: --seed)")
     run.add_argument("--profile", choices=PROFILES, default="smoke")
     run.add_argument("--epochs", type=int, help="override the profile's number of epochs")
     run.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")

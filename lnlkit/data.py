@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .files import atomic_write, cache_dir, digest
+
 CIFAR10_JPEG_ARCHIVE = "cifar10-jpeg.tar.gz"
 CIFAR_N_URL = "https://raw.githubusercontent.com/UCSC-REAL/cifar-10-100n/main/data/{}"
 CIFAR_N_FILES = {"cifar10": "CIFAR-10_human.pt", "cifar100": "CIFAR-100_human.pt"}
@@ -52,19 +54,34 @@ class DataUnavailableError(RuntimeError):
 
 @dataclass
 class LabelledData:
-    """One split of a data set: inputs, clean labels and class names."""
+    """One split of a data set: inputs, clean labels, class names and, once noise is drawn, noisy labels.
+
+    ``labels`` are always the clean labels. A training split carries ``noisy_labels`` too
+    (see :meth:`with_noisy_labels`); methods train on those, and the clean ones serve only to
+    measure (label precision, noise detection).
+    """
 
     inputs: np.ndarray  # uint8 (N, H, W, C) images, or float32 (N, D) features
-    labels: np.ndarray  # int64 (N,)
+    labels: np.ndarray  # int64 (N,) clean labels
     classes: list[str]
     name: str
     source: str  # where the data came from, e.g. "CIFAR-10 JPEG mirror"
     meta: dict = field(default_factory=dict)
+    noisy_labels: np.ndarray | None = None  # int64 (N,) when noise has been drawn
 
     def __post_init__(self):
         self.labels = np.asarray(self.labels, dtype=np.int64)
         if len(self.inputs) != len(self.labels):
             raise ValueError(f"{len(self.inputs)} inputs but {len(self.labels)} labels")
+        if self.noisy_labels is not None:
+            self.noisy_labels = np.asarray(self.noisy_labels, dtype=np.int64)
+            if self.noisy_labels.shape != self.labels.shape:
+                raise ValueError(f"{len(self.noisy_labels)} noisy labels for {len(self.labels)} samples")
+
+    def with_noisy_labels(self, noisy_labels) -> "LabelledData":
+        """The same samples with noisy labels attached (drawn on this whole split)."""
+        return LabelledData(self.inputs, self.labels, self.classes, self.name, self.source, dict(self.meta),
+                            np.asarray(noisy_labels))
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -79,8 +96,13 @@ class LabelledData:
 
     def subset(self, indices) -> "LabelledData":
         indices = np.asarray(indices)
+        noisy = None if self.noisy_labels is None else self.noisy_labels[indices]
         return LabelledData(self.inputs[indices], self.labels[indices], self.classes,
-                            self.name, self.source, dict(self.meta))
+                            self.name, self.source, dict(self.meta), noisy)
+
+    def digest(self) -> str:
+        """A digest of the inputs, clean and noisy labels: what cached stages built on this data key on."""
+        return digest(self.inputs, self.labels, self.noisy_labels if self.noisy_labels is not None else b"")
 
     def flat_pixels_chw(self) -> np.ndarray:
         """Inputs flattened per sample; images in CHW order as float 0-255 (Xia et al.'s x)."""
@@ -96,12 +118,6 @@ class DataSplits:
 
 
 # ---------------------------------------------------------------- paths
-
-
-def cache_dir() -> Path:
-    path = Path(os.environ.get("LNLKIT_CACHE", Path.home() / ".cache" / "lnlkit"))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def data_roots() -> list[Path]:
@@ -196,9 +212,8 @@ def _decode_cifar10_jpeg(archive: Path) -> dict:
         "test_x": images["test"], "test_y": np.asarray(meta["test_labels"], np.int64),
         "classes": np.asarray(meta["classes"]),
     }
-    tmp = cached.with_suffix(".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(cached)  # atomic: an interrupted decode leaves no half-written cache
+    with atomic_write(cached, suffix=".npz") as tmp:  # an interrupted decode leaves no half-written cache
+        np.savez(tmp, **arrays)
     return arrays | {"classes": list(meta["classes"])}
 
 
@@ -277,7 +292,8 @@ def load_cifar_n(label_set: str, download: bool = True) -> dict[str, np.ndarray]
                 raise OSError("download disabled")
             with urllib.request.urlopen(CIFAR_N_URL.format(filename), timeout=30) as response:
                 payload = response.read()
-            path.write_bytes(payload)
+            with atomic_write(path) as tmp:
+                tmp.write_bytes(payload)
         except Exception as err:
             raise DataUnavailableError(
                 f"The CIFAR-N label file '{filename}' was not found and could not be downloaded "
@@ -292,19 +308,40 @@ def load_cifar_n(label_set: str, download: bool = True) -> dict[str, np.ndarray]
 # ---------------------------------------------------------------- embedded smoke-profile data
 
 
-def _stratified_split(labels: np.ndarray, test_size: int | float, seed: int):
+def split_indices(strata: np.ndarray, size: int | float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted indices (rest, split off) with ``size`` (a fraction or a count) split off, stratified by ``strata``.
+
+    The one split function of lnlkit: the digits train/test split, the clean held-out split
+    and the noisy validation split all use it.
+    """
     from sklearn.model_selection import train_test_split
 
-    idx = np.arange(len(labels))
-    return train_test_split(idx, test_size=test_size, stratify=labels, random_state=seed)
+    if isinstance(size, float) and not 0.0 < size < 1.0:
+        raise ValueError(f"a split fraction must lie in (0, 1), got {size}")
+    rest, held = train_test_split(np.arange(len(strata)), test_size=size, stratify=strata, random_state=seed)
+    return np.sort(rest), np.sort(held)
 
 
 def hold_out(data: LabelledData, fraction: float, seed: int = 0) -> tuple[LabelledData, LabelledData]:
-    """Split ``data`` into (rest, held-out), the held-out part stratified by class (proxy external knowledge)."""
+    """Split ``data`` into (rest, held-out), the held-out part stratified by clean class (proxy external knowledge).
+
+    Noise drawn before the split stays attached to each sample, so an image keeps its noisy
+    label whether or not a part is held out.
+    """
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"the held-out fraction must lie in (0, 1), got {fraction}")
-    rest, held = _stratified_split(data.labels, fraction, seed)
-    return data.subset(np.sort(rest)), data.subset(np.sort(held))
+    rest, held = split_indices(data.labels, float(fraction), seed)
+    return data.subset(rest), data.subset(held)
+
+
+def validation_split(data: LabelledData, fraction: float, seed: int = 0) -> tuple[LabelledData, LabelledData]:
+    """Split a noisy training set into (train, validation), stratified by the *noisy* label (all one observes)."""
+    if data.noisy_labels is None:
+        raise ValueError("a validation split is made from noisy labels: attach them first (with_noisy_labels)")
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"the validation fraction must lie in (0, 1), got {fraction}")
+    rest, val = split_indices(data.noisy_labels, float(fraction), seed)
+    return data.subset(rest), data.subset(val)
 
 
 def load_digits() -> DataSplits:
@@ -313,7 +350,7 @@ def load_digits() -> DataSplits:
 
     raw = sk_digits()
     images = np.round(raw.images * (255.0 / 16.0)).astype(np.uint8)[..., None]  # (1797, 8, 8, 1)
-    train_idx, test_idx = _stratified_split(raw.target, test_size=597, seed=0)
+    train_idx, test_idx = split_indices(raw.target, 597, seed=0)
     classes = [str(c) for c in range(10)]
     full = LabelledData(images, raw.target, classes, "digits", "scikit-learn digits (embedded)")
     return DataSplits(full.subset(train_idx), full.subset(test_idx))

@@ -14,7 +14,7 @@ Two kinds exist:
   weights) and embeds class names through a prompt;
 - :class:`EmbeddingEstimator` pairs any image encoder with a table of class embeddings, e.g.
   the proxy that :func:`train_proxy_estimator` trains on a held-out clean split when no
-  pretrained weights are at hand (DESIGN.md's "proxy external knowledge").
+  pretrained weights are at hand ("proxy external knowledge").
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from torch import nn
 
 from .data import DataUnavailableError, LabelledData
 
-CLIP_PROMPT = "This is a picture of {}"  # REFERENCE.md: the class name in a prompt
+CLIP_PROMPT = "This is a picture of {}"  # the class name in a prompt
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -261,6 +261,23 @@ class ProjectedEncoder(nn.Module):
 
     def forward(self, x):
         return self.projection(self.backbone.features(x))
+
+
+def proxy_state(estimator: EmbeddingEstimator, model: str, num_classes: int) -> dict:
+    """What rebuilds a proxy estimator: weights, class vectors, input statistics (a cacheable artefact)."""
+    return {"model": model, "num_classes": num_classes, "embed_dim": estimator.class_vectors.shape[1],
+            "input_shape": list(estimator.input_shape), "encoder": estimator.encoder.state_dict(),
+            "class_vectors": estimator.class_vectors, "mean": estimator.mean.flatten(), "std": estimator.std.flatten()}
+
+
+def proxy_from_state(state: dict, device: str | torch.device = "cpu") -> EmbeddingEstimator:
+    """The inverse of :func:`proxy_state`."""
+    from .models import build_model
+
+    c, h, w = state["input_shape"]
+    encoder = ProjectedEncoder(build_model(state["model"], state["num_classes"], (h, w, c)), state["embed_dim"])
+    encoder.load_state_dict(state["encoder"])
+    return EmbeddingEstimator(encoder, state["class_vectors"], state["mean"], state["std"], (c, h, w), device=device)
 
 
 def train_proxy_estimator(reference: LabelledData, model: str = "small_cnn", embed_dim: int = 64,

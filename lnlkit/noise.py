@@ -1,8 +1,17 @@
 """Label-noise models: symmetric, pair-flip, instance-dependent (Xia et al., 2020) and human (CIFAR-N).
 
 Each generator returns :class:`NoisyLabels`, which keeps what a chapter needs to study the
-noise: the achieved rate, the empirical transition matrix, and for instance-dependent
-noise the true per-instance transition rows p_i = T(x_i)[y_i, :].
+noise: the achieved rate, the empirical transition matrix, and for instance-dependent noise
+two per-instance rows:
+
+- the *realised* row p_i = q_i softmax(a(x_i)) + (1 - q_i) e_{y_i}, the distribution the noisy
+  label was actually drawn from. It contains the flip rate q_i, which Xia et al. draw
+  independently of the image, so no estimator can recover p_i from x_i.
+- the *estimable* row T(x_i)_{y_i} = (1 - eps_bar) e_{y_i} + eps_bar softmax(a(x_i)), eps_bar
+  the mean flip rate: everything about the row that depends on the image. This is the "true
+  T(x)" an estimator of instance-dependent transitions can hope to find.
+
+:func:`lnlkit.transition.transition_error` measures an estimate against either.
 """
 
 from __future__ import annotations
@@ -25,9 +34,38 @@ class NoisyLabels:
     rate: float | None  # nominal rate asked for (None for human labels)
     seed: int | None
     transition: np.ndarray | None = None  # class-level T that generated the labels (symmetric, pair-flip)
-    instance_transition: np.ndarray | None = None  # (N, C) true rows T(x_i)[y_i, :] (IDN)
-    flip_rates: np.ndarray | None = None  # (N,) per-instance flip rates q_i (IDN)
+    realised_rows: np.ndarray | None = None  # (N, C) rows p_i each label was drawn from (IDN)
+    flip_rates: np.ndarray | None = None  # (N,) per-instance flip rates q_i (IDN), independent of x
+    flip_directions: np.ndarray | None = None  # (N, C) softmax(a(x_i)) with a_{i, y_i} = -inf (IDN)
+    idn_projection: np.ndarray | None = None  # (C, D, C) W of Xia et al.: T(x) for any x and clean class
     info: dict = field(default_factory=dict)
+
+    @property
+    def mean_flip_rate(self) -> float:
+        """eps_bar: the mean of the drawn flip rates q_i (IDN)."""
+        return float(self.flip_rates.mean())
+
+    @property
+    def estimable_rows(self) -> np.ndarray | None:
+        """(N, C) rows T(x_i)_{y_i} = (1 - eps_bar) e_{y_i} + eps_bar softmax(a(x_i)): the part of p_i that x_i determines."""
+        if self.flip_directions is None:
+            return None
+        rows = self.mean_flip_rate * self.flip_directions
+        rows[np.arange(len(self.clean)), self.clean] += 1.0 - self.mean_flip_rate
+        return rows
+
+    def estimable_transition(self, flat_inputs: np.ndarray) -> np.ndarray:
+        """The whole estimable matrix T(x) (N, C, C) for inputs flattened as the noise saw them
+        (``LabelledData.flat_pixels_chw``): row c is where a sample of clean class c would go."""
+        if self.idn_projection is None:
+            raise ValueError(f"{self.kind} noise has no instance-dependent transition")
+        x = _idn_inputs(flat_inputs, np.zeros(len(flat_inputs), np.int64), self.info["input_scale"]).astype(np.float32)
+        eps, C = self.mean_flip_rate, self.num_classes
+        logits = np.einsum("nd,cdk->nck", x, self.idn_projection)  # (N, C clean, C noisy)
+        logits[:, np.arange(C), np.arange(C)] = -np.inf
+        soft = np.exp(logits - logits.max(2, keepdims=True))
+        soft /= soft.sum(2, keepdims=True)
+        return eps * soft + (1.0 - eps) * np.eye(C)[None]
 
     @property
     def achieved_rate(self) -> float:
@@ -47,14 +85,18 @@ class NoisyLabels:
                 "num_classes": self.num_classes, **self.info}
 
     def save(self, path: str | Path) -> None:
-        """Write ``noisy_labels``, ``clean_labels`` and ``achieved_rate`` (plus IDN rows) to an .npz file."""
+        """Write ``noisy_labels``, ``clean_labels`` and ``achieved_rate`` (plus IDN rows) to an .npz file, atomically."""
+        from .files import atomic_write
+
         extra = {}
-        if self.instance_transition is not None:
-            extra = {"instance_transition": self.instance_transition, "flip_rates": self.flip_rates}
-        np.savez_compressed(path, noisy_labels=self.noisy, clean_labels=self.clean,
-                            achieved_rate=np.float64(self.achieved_rate), kind=self.kind,
-                            rate=np.float64(np.nan if self.rate is None else self.rate),
-                            seed=np.int64(-1 if self.seed is None else self.seed), **extra)
+        if self.realised_rows is not None:
+            extra = {"realised_rows": self.realised_rows, "estimable_rows": self.estimable_rows,
+                     "flip_rates": self.flip_rates}
+        with atomic_write(path, suffix=".npz") as tmp:
+            np.savez_compressed(tmp, noisy_labels=self.noisy, clean_labels=self.clean,
+                                achieved_rate=np.float64(self.achieved_rate), kind=self.kind,
+                                rate=np.float64(np.nan if self.rate is None else self.rate),
+                                seed=np.int64(-1 if self.seed is None else self.seed), **extra)
 
 
 def empirical_transition(clean: np.ndarray, noisy: np.ndarray, num_classes: int) -> np.ndarray:
@@ -200,8 +242,9 @@ def instance_dependent_noise(inputs, labels, num_classes: int, rate: float, seed
     p[rows, labels] += (1 - flip_rates).astype(np.float32)
 
     noisy = sample_rows(p, np.random.random_sample(n))  # one uniform per sample, in order
-    return NoisyLabels(noisy, labels, num_classes, "idn", rate, seed, instance_transition=p.astype(np.float64),
-                       flip_rates=flip_rates, info={"flip_rate_sd": flip_rate_sd, "input_scale": input_scale})
+    return NoisyLabels(noisy, labels, num_classes, "idn", rate, seed, realised_rows=p.astype(np.float64),
+                       flip_rates=flip_rates, flip_directions=soft.astype(np.float64), idn_projection=W,
+                       info={"flip_rate_sd": flip_rate_sd, "input_scale": input_scale})
 
 
 def instance_dependent_noise_loop(inputs, labels, num_classes: int, rate: float, seed: int,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+from .files import PACKAGE_DIR, write_text_atomic
 
 
 def project_root() -> Path | None:
@@ -50,18 +50,41 @@ def provenance() -> dict:
 
     from . import __version__
 
-    return {"lnlkit_version": __version__, "git_commit": git_commit(), "torch_version": torch.__version__,
+    return {"lnlkit_version": __version__, "git_commit": git_commit(), "torch_version": str(torch.__version__),
             "numpy_version": numpy.__version__, "python_version": platform.python_version(),
             "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
 
 
 def write_result(record: dict, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1, default=float))
-    tmp.replace(path)
-    return path
+    """Write a result file atomically (a unique temporary file, then a rename): never torn, never mixed."""
+    return write_text_atomic(path, json.dumps(record, indent=1, default=float))
+
+
+REQUIRED_FIELDS = ("run", "method_options", "train_config", "noise", "data_source", "stages", "final", "history",
+                   "wall_time_s", "device", "provenance")
+
+
+def check_record(record: dict) -> None:
+    """Raise ValueError unless ``record`` has what every result file must hold (the protocol of every table)."""
+    missing = [k for k in REQUIRED_FIELDS if k not in record]
+    if missing:
+        raise ValueError(f"result record lacks {missing}")
+    run, final, history = record["run"], record["final"], record["history"]
+    for key in ("noise_seed", "seed", "method", "dataset", "noise", "profile"):
+        if key not in run:
+            raise ValueError(f"result record's run lacks {key!r}")
+    if len(history) != record["train_config"]["epochs"]:
+        raise ValueError(f"{len(history)} epochs recorded, {record['train_config']['epochs']} configured")
+    if "test_acc_last10_mean" not in final or any(k.endswith("best") and "oracle" not in k for k in final):
+        raise ValueError(f"final metrics must give the last-10 mean and label any best epoch an oracle: {list(final)}")
+    if record["train_config"]["val_fraction"] > 0 and "test_acc_at_min_val_loss" not in final:
+        raise ValueError("a run with a validation split must report accuracy at minimum validation loss")
+    if any(not 0.0 <= h["test_acc"] <= 1.0 for h in history):
+        raise ValueError("test accuracy outside [0, 1]")
+    for stage in record["stages"]:
+        if stage["status"] not in ("built", "loaded", "built, not cached"):
+            raise ValueError(f"stage {stage['name']} has status {stage['status']!r}")
+    json.dumps(record, allow_nan=True)  # plain JSON values only
 
 
 def load_results(directory: str | Path | None = None, **where) -> list[dict]:
@@ -81,9 +104,12 @@ def results_frame(records: list[dict]) -> pd.DataFrame:
     for r in records:
         run, final = r["run"], r["final"]
         rows.append({"dataset": run["dataset"], "noise": noise_label(run), "method": run["method"],
-                     "profile": run["profile"], "seed": run["seed"], "epochs": r["train_config"]["epochs"],
+                     "profile": run["profile"], "noise_seed": run.get("noise_seed", run["seed"]),
+                     "seed": run["seed"], "epochs": r["train_config"]["epochs"],
                      "model": r["train_config"]["model"],
-                     "last10_mean": 100 * final["test_acc_last10_mean"], "best": 100 * final["test_acc_best"],
+                     "last10_mean": 100 * final["test_acc_last10_mean"],
+                     "at_min_val_loss": 100 * final.get("test_acc_at_min_val_loss", float("nan")),
+                     "oracle_best": 100 * final["test_acc_oracle_best"],
                      "achieved_noise": r["noise"]["achieved_rate"], "data_source": r["data_source"],
                      "device": r["device"], "wall_time_s": r["wall_time_s"], "file": r.get("file", "")})
     return pd.DataFrame(rows)
@@ -117,21 +143,3 @@ def paper_numbers(**where) -> pd.DataFrame:
     for key, value in where.items():
         table = table[table[key].isin(value if isinstance(value, (list, tuple)) else [value])]
     return table.reset_index(drop=True)
-
-
-def compare_with_papers(ours: pd.DataFrame, dataset: str, metric: str = "last10_mean") -> pd.DataFrame:
-    """Our mean (± sd over seeds) beside each paper's number for the same method and noise."""
-    if ours.empty:
-        return pd.DataFrame()
-    ours = ours[ours["dataset"] == dataset]
-    grouped = ours.groupby(["noise", "method", "profile", "epochs", "model", "data_source"])[metric]
-    summary = grouped.agg(["mean", "std", "count"]).reset_index()
-    rows = []
-    for _, r in summary.iterrows():
-        papers = paper_numbers(dataset=dataset, method=r["method"], noise=r["noise"])
-        cited = "; ".join(f"{p.value:.2f}±{p.sd:.2f} ({p.paper} {p.table}, {p.metric})" for p in papers.itertuples())
-        rows.append({"noise": r["noise"], "method": r["method"], "profile": r["profile"],
-                     f"ours ({metric})": f"{r['mean']:.2f}" + (f" ± {r['std']:.2f}" if r["count"] > 1 else ""),
-                     "seeds": int(r["count"]), "papers": cited or "—",
-                     "our setting": f"{r['model']}, {r['epochs']} epochs, {r['data_source']}"})
-    return pd.DataFrame(rows)

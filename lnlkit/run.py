@@ -1,76 +1,222 @@
-"""One experiment from the command line or a chapter: data -> noise -> method -> trainer -> result file."""
+"""One experiment from the command line or a chapter: data -> noise -> splits -> method -> trainer -> result.
+
+The data flow runs one way:
+
+1. load the data set;
+2. draw the noise on the *whole* training set (noise seed), so an image's noisy label never
+   depends on which other images are kept;
+3. split off a clean held-out part (``held_out``, proxy external knowledge) and a noisy
+   validation part (the profile's ``val_fraction``), both with :func:`lnlkit.data.split_indices`
+   seeded by the noise seed;
+4. build the method from its options; the trainer hands it the facts of the run, it prepares
+   its (cached) stages, and training runs with the training seed.
+
+:func:`run_experiment` returns a :class:`RunResult`: the record written to the result file and
+the trained model, with a small API for looking inside it.
+"""
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .data import hold_out, load_dataset
+import numpy as np
+import torch
+
+from .data import LabelledData, hold_out, load_dataset, validation_split
+from .files import atomic_write, cache_dir, code_digest, digest
 from .methods import build_method
-from .noise import make_noise
+from .noise import NoisyLabels, make_noise
 from .profiles import train_config
 from .results import provenance, results_dir, write_result
+from .stages import StageCache
 from .trainer import Trainer
 
 
-def run_name(method: str, dataset: str, noise: str, rate: float | None, seed: int, profile: str,
-             label_set: str | None = None, held_out: float = 0.0) -> str:
+def run_name(*, method: str, dataset: str, noise: str, rate: float | None, label_set: str | None,
+             noise_seed: int, seed: int, profile: str, fingerprint: str) -> str:
+    """A readable prefix and a digest of everything else: 'digits-idn40-osa-smoke-noise1-seed1-1a2b3c4d'."""
     setting = label_set if noise == "human" else f"{noise}{round(100 * rate)}"
-    if held_out:
-        setting += f"-heldout{round(100 * held_out)}"
-    return f"{dataset}-{setting}-{method}-{profile}-seed{seed}"
+    return f"{dataset}-{setting}-{method}-{profile}-noise{noise_seed}-seed{seed}-{fingerprint[:8]}"
 
 
-def run_experiment(method: str, dataset: str, noise: str, rate: float | None = None, seed: int = 1,
-                   profile: str = "smoke", label_set: str | None = None, method_options: dict | None = None,
-                   config_overrides: dict | None = None, out_dir: str | Path | None = None, save: bool = True,
-                   checkpoint_dir: str | Path | None = None, progress: bool = True, return_trainer: bool = False,
-                   held_out: float = 0.0):
-    """Train ``method`` on ``dataset`` with ``noise`` labels; return (and by default save) the result record.
+@dataclass
+class ExperimentData:
+    """The splits of one experiment, after the noise was drawn on the whole training set."""
 
-    With ``return_trainer`` the trained :class:`Trainer` comes back too, as ``(record, trainer)``,
-    for looking inside the trained networks.
+    train: LabelledData  # noisy labels attached; what the classifiers train on
+    test: LabelledData
+    noise: NoisyLabels  # drawn on the whole training set, before any split
+    val: LabelledData | None = None  # noisy validation split
+    reference: LabelledData | None = None  # clean held-out split (proxy external knowledge)
 
-    ``held_out`` > 0 keeps that fraction of the training set aside, clean, as proxy external
-    knowledge (OSA's ``estimator="proxy"`` trains on it); no method trains on it, so runs that
-    compare methods should all use the same value.
 
-    A checkpoint is written every epoch under ``checkpoint_dir`` (default ``checkpoints/`` beside
-    the results folder); running the same command again resumes from it.
-    """
+def experiment_data(*, dataset: str, noise: str, rate: float | None = None, label_set: str | None = None,
+                    noise_seed: int = 1, held_out: float = 0.0, val_fraction: float = 0.0) -> ExperimentData:
+    """Load ``dataset``, draw the noise on its whole training set, then split off held-out and validation parts."""
     splits = load_dataset(dataset)
-    train, reference = hold_out(splits.train, held_out) if held_out else (splits.train, None)
-    noisy = make_noise(noise, train, rate=rate, seed=seed, label_set=label_set)
+    noisy = make_noise(noise, splits.train, rate=rate, seed=noise_seed, label_set=label_set)
+    train = splits.train.with_noisy_labels(noisy.noisy)
+    reference = val = None
+    if held_out:
+        train, reference = hold_out(train, held_out, seed=noise_seed)
+    if val_fraction:
+        train, val = validation_split(train, val_fraction, seed=noise_seed)
+    return ExperimentData(train, splits.test, noisy, val, reference)
+
+
+@dataclass
+class RunResult:
+    """A finished run: its record (what the result file holds) and the trained model."""
+
+    record: dict
+    trainer: Trainer
+    noise: NoisyLabels  # the noise drawn on the whole training set (before any split)
+    path: Path | None = None  # the result file, when saved
+
+    @property
+    def final(self) -> dict:
+        return self.record["final"]
+
+    @property
+    def history(self) -> list[dict]:
+        return self.record["history"]
+
+    @property
+    def method(self):
+        return self.trainer.method
+
+    @property
+    def networks(self) -> list[torch.nn.Module]:
+        return self.trainer.networks
+
+    @property
+    def auxiliary(self) -> torch.nn.ModuleList:
+        return self.trainer.auxiliary
+
+    @property
+    def device(self) -> torch.device:
+        return self.trainer.device
+
+    @property
+    def noisy_labels(self) -> np.ndarray:
+        """The noisy labels the classifiers trained on (training split, in its order)."""
+        return self.trainer.train.noisy_labels.cpu().numpy()
+
+    @property
+    def clean_labels(self) -> np.ndarray:
+        """The clean labels of the training split (known for measurement only)."""
+        return self.trainer.train.clean_labels.cpu().numpy()
+
+    def normalise(self, inputs) -> torch.Tensor:
+        """Raw inputs (uint8 N, H, W, C images or float features; NumPy or tensor) -> the networks' input."""
+        x = torch.as_tensor(np.asarray(inputs)).to(self.device)
+        if x.ndim == 4:
+            x = x.permute(0, 3, 1, 2)
+        return self.trainer.train.normalise(x)
+
+    def train_inputs(self) -> torch.Tensor:
+        """The training split's inputs, normalised as the networks saw them (un-augmented)."""
+        return self.trainer.train.normalise(self.trainer.train.inputs)
+
+    @torch.no_grad()
+    def predict_proba(self, inputs=None, network: int = 0) -> np.ndarray:
+        """Class probabilities of classifier ``network`` for raw ``inputs`` (default: the training split)."""
+        x = self.train_inputs() if inputs is None else self.normalise(inputs)
+        net = self.networks[network].eval()
+        out = [net(self.trainer.prepare(x[i:i + 4096])).float().softmax(1) for i in range(0, len(x), 4096)]
+        return torch.cat(out).cpu().numpy()
+
+    def save_weights(self, path: str | Path) -> Path:
+        """The classifiers' weights, for a later phase or run to start from (``init_from=path``)."""
+        return self.trainer.save_weights(path)
+
+
+def run_experiment(*, method: str, dataset: str, noise: str, rate: float | None = None,
+                   label_set: str | None = None, noise_seed: int | None = None, seed: int = 1,
+                   profile: str = "smoke", held_out: float = 0.0, method_options: dict | None = None,
+                   config_overrides: dict | None = None, init_from: str | Path | None = None,
+                   save: bool = True, out_dir: str | Path | None = None, checkpoint_dir: str | Path | None = None,
+                   cache: bool = False, progress: bool = True) -> RunResult:
+    """Train ``method`` on ``dataset`` with ``noise`` labels; return a :class:`RunResult`.
+
+    Parameters
+    ----------
+    noise_seed, seed : int
+        The seed of the noise draw and the splits, and the seed of training (initialisation,
+        data order, augmentation). ``noise_seed`` defaults to ``seed``; both are recorded.
+    held_out : float
+        Keep this fraction of the training set aside, clean, as proxy external knowledge (OSA's
+        ``estimator="proxy"`` trains on it); no classifier trains on it, so runs that compare
+        methods should all use the same value.
+    init_from : path
+        Start the classifiers from weights saved by an earlier phase or run.
+    save : bool
+        Write the result file ``<out_dir>/<run name>.json`` and a checkpoint every epoch under
+        ``checkpoint_dir`` (default ``checkpoints/`` beside the results folder); running the
+        same command again after an interruption resumes from it.
+    cache : bool
+        Load the finished run (record and weights) from the cache when an identical run (same
+        configuration, data, noise and lnlkit code) was trained before; otherwise train and
+        store it. Chapters use this, so re-executing one does not retrain.
+    """
+    noise_seed = seed if noise_seed is None else noise_seed
     config = train_config(profile, dataset, method, seed=seed, progress=progress, **(config_overrides or {}))
-    # Co-teaching's forget rate: the nominal rate, or for human labels the measured one (as is usual).
-    forget = rate if rate is not None else noisy.achieved_rate
-    context = {"class_names": train.classes, "reference": reference}
-    algorithm = build_method(method, noise_rate=forget, context=context, **(method_options or {}))
+    data = experiment_data(dataset=dataset, noise=noise, rate=rate, label_set=label_set, noise_seed=noise_seed,
+                           held_out=held_out, val_fraction=config.val_fraction)
+    train, val, reference, noisy = data.train, data.val, data.reference, data.noise
+    options = dict(method_options or {})
+    algorithm = build_method(method, **options)
 
-    name = run_name(method, dataset, noise, rate, seed, profile, label_set, held_out)
+    spec = {"method": method, "dataset": dataset, "noise": noise, "rate": rate, "label_set": label_set,
+            "noise_seed": noise_seed, "seed": seed, "profile": profile, "held_out": held_out}
+    init_digest = digest(Path(init_from).read_bytes()) if init_from else None
+    identity = {"spec": spec, "method_options": options, "data_source": train.source,
+                "train": train.digest(), "init_from": init_digest}
+    config_for_name = {k: v for k, v in asdict(config).items() if k != "progress"}
+    name = run_name(**{k: spec[k] for k in ("method", "dataset", "noise", "rate", "label_set", "noise_seed",
+                                             "seed", "profile")},
+                    fingerprint=digest(spec, options, config_for_name, init_digest))
     out_dir = Path(out_dir) if out_dir else results_dir()
-    checkpoint = None
-    if save:
-        checkpoint = Path(checkpoint_dir or out_dir.parent / "checkpoints") / f"{name}.pt"
+    checkpoint = Path(checkpoint_dir or out_dir.parent / "checkpoints") / f"{name}.pt" if save else None
 
-    trainer = Trainer(algorithm, train, noisy.noisy, splits.test, config, checkpoint_path=checkpoint)
-    result = trainer.fit()
-    record = {
-        "run": {"method": method, "dataset": dataset, "noise": noise, "rate": rate, "label_set": label_set,
-                "seed": seed, "profile": profile, "held_out": held_out},
-        "method_options": algorithm.options(),
-        "train_config": result.config,
-        "noise": noisy.summary(),
-        "data_source": splits.train.source,
-        "n_held_out": len(reference) if reference is not None else 0,
-        "n_train": len(trainer.train), "n_val": len(trainer.val) if trainer.val is not None else 0,
-        "n_test": len(splits.test),
-        "final": result.final,
-        "history": result.history,
-        "wall_time_s": result.wall_time_s,
-        "device": result.device,
-        "provenance": provenance(),
-    }
+    trainer = Trainer(algorithm, train, data.test, config, val=val, reference=reference,
+                      noise_rate=rate if rate is not None else noisy.achieved_rate, stages=StageCache(),
+                      identity=identity, checkpoint_path=checkpoint, init_from=init_from)
+    cached = cache_dir() / "runs" / f"{name}-{digest(trainer.fingerprint(), code_digest())}.pt" if cache else None
+    if cached is not None and cached.exists():
+        stored = torch.load(cached, map_location=trainer.device, weights_only=True)
+        trainer.load_state(stored["state"], f"cached run {cached}")
+        record = json.loads(stored["record"]) | {"stages": trainer.stages.summary(), "loaded_from_cache": True}
+    else:
+        result = trainer.fit()
+        record = {
+            "run": spec,
+            "method_options": algorithm.options(),
+            "train_config": result.config,
+            "noise": noisy.summary(),
+            "data_source": train.source,
+            "init_from": str(init_from) if init_from else None,
+            "n_held_out": len(reference) if reference is not None else 0,
+            "n_train": len(trainer.train), "n_val": len(trainer.val) if trainer.val is not None else 0,
+            "n_test": len(data.test),
+            "stages": trainer.stages.summary(),
+            "final": result.final,
+            "history": result.history,
+            "wall_time_s": result.wall_time_s,
+            "stage_time_s": sum(r.build_s for r in trainer.stages.records if r.status != "loaded"),
+            "device": result.device,
+            "provenance": provenance(),
+        }
+        if cached is not None:
+            with atomic_write(cached) as tmp:
+                torch.save({"record": json.dumps(record, default=float), "state": trainer.state()}, tmp)
+    path = None
     if save:
-        write_result(record, out_dir / f"{name}.json")
+        path = write_result(record, out_dir / f"{name}.json")
         checkpoint.unlink(missing_ok=True)  # the result file now holds everything the checkpoint did
-    return (record, trainer) if return_trainer else record
+    return RunResult(record, trainer, noisy, path)
+
+
+__all__ = ["ExperimentData", "RunResult", "experiment_data", "run_experiment", "run_name"]

@@ -1,11 +1,13 @@
 """One trainer that every method plugs into.
 
 The data set lives once on the device as uint8; crops, flips and normalisation are done
-on the device in batches, so CPU and GPU run the same code. A method changes training
-through hooks (see :class:`lnlkit.methods.Method`): per-sample loss weights, per-network
-sample selection, extra networks, or its own loss for a batch. Every epoch is evaluated on the clean test set and
-checkpointed; a run that is interrupted resumes where it stopped and ends with the
-same numbers as an uninterrupted one.
+on the device in batches, so CPU and GPU run the same code. A method prepares its stages
+before training and changes training through hooks (see :class:`lnlkit.methods.Method`):
+per-sample loss weights, per-network sample selection, extra networks, parameter groups
+with their own optimizer, its own loss for a batch, its own validation loss. Every epoch is
+evaluated on the clean test set (and the noisy validation split, if any) and checkpointed; a
+run that is interrupted resumes where it stopped and ends with the same numbers as an
+uninterrupted one.
 """
 
 from __future__ import annotations
@@ -20,7 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .data import LabelledData
+from .files import atomic_write, digest
+from .methods.base import ParameterGroup, RunFacts
 from .models import build_model
+from .stages import StageCache
 
 
 @dataclass
@@ -38,7 +44,7 @@ class TrainConfig:
     decay_start: int = 80  # coteaching: lr falls linearly to 0 from here, beta1 0.9 -> 0.1
     crop_padding: int = 4  # random crop with this zero padding (pixels); 0 = no crop
     flip: bool = True  # random horizontal flip
-    val_fraction: float = 0.0  # held-out noisy validation split (Xia et al./VolMinNet use 0.1)
+    val_fraction: float = 0.0  # noisy validation split that run_experiment makes (Xia et al./VolMinNet: 0.1)
     eval_batch_size: int = 2048
     seed: int = 1
     device: str = "auto"  # "auto" = CUDA when available
@@ -75,13 +81,21 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 class DeviceData:
-    """Inputs stored once on the device (uint8 images as N, C, H, W); batches made there."""
+    """Inputs stored once on the device (uint8 images as N, C, H, W); batches made there.
 
-    def __init__(self, inputs: np.ndarray, labels: np.ndarray, device: torch.device, mean=None, std=None):
+    ``noisy_labels`` are what training (or model selection) sees; ``clean_labels`` are known
+    for measurement (test accuracy, label precision). Either may be None.
+    """
+
+    def __init__(self, inputs: np.ndarray, device: torch.device, *, noisy_labels=None, clean_labels=None,
+                 mean=None, std=None):
         self.is_image = inputs.ndim == 4
         x = torch.from_numpy(np.ascontiguousarray(inputs.transpose(0, 3, 1, 2) if self.is_image else inputs))
         self.inputs = x.to(device)
-        self.labels = torch.as_tensor(labels, dtype=torch.long, device=device)
+        self.noisy_labels = None if noisy_labels is None else torch.as_tensor(noisy_labels, dtype=torch.long,
+                                                                              device=device)
+        self.clean_labels = None if clean_labels is None else torch.as_tensor(clean_labels, dtype=torch.long,
+                                                                              device=device)
         self.device = device
         if mean is None:  # statistics of these inputs (per channel for images, per feature otherwise)
             dims = (0, 2, 3) if self.is_image else (0,)
@@ -91,7 +105,7 @@ class DeviceData:
         self.mean, self.std = mean, std
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return len(self.inputs)
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         if self.is_image:
@@ -116,7 +130,7 @@ class DeviceData:
 
     def batches(self, batch_size: int, generator: torch.Generator | None = None, padding: int = 0,
                 flip: bool = False):
-        """Yield (indices, normalised inputs, labels); shuffled and augmented when a generator is given."""
+        """Yield (indices, normalised inputs); shuffled and augmented when a generator is given."""
         n = len(self)
         order = torch.randperm(n, device=self.device, generator=generator) if generator is not None \
             else torch.arange(n, device=self.device)
@@ -125,7 +139,7 @@ class DeviceData:
             x = self.inputs[idx]
             if generator is not None and self.is_image:
                 x = self.augment(x, padding, flip, generator)
-            yield idx, self.normalise(x), self.labels[idx]
+            yield idx, self.normalise(x)
 
 
 @dataclass
@@ -146,60 +160,102 @@ class TrainResult:
 
 
 def summarise_history(history: list[dict]) -> dict:
-    """Final metrics in each paper's convention: last-10 mean (CausalNL), best (EchoAlign's code),
-    at minimum noisy-validation loss (VolMinNet)."""
+    """Final metrics in each paper's convention.
+
+    - ``test_acc_last10_mean``: mean test accuracy of the last 10 epochs (CausalNL);
+    - ``test_acc_at_min_val_loss``: at the epoch of minimum noisy-validation loss (VolMinNet,
+      DTM), when a validation split exists: model selection without clean labels;
+    - ``test_acc_oracle_best``: the best epoch by *test* accuracy (EchoAlign's code). It picks
+      the epoch by looking at the test set, so it is an oracle, not a result, and is named so.
+    """
     acc = np.array([h["test_acc"] for h in history])
-    final = {"test_acc_last10_mean": float(acc[-10:].mean()), "test_acc_best": float(acc.max()),
-             "test_acc_best_epoch": int(acc.argmax()) + 1, "test_acc_final": float(acc[-1])}
+    final = {"test_acc_last10_mean": float(acc[-10:].mean()), "test_acc_final": float(acc[-1]),
+             "test_acc_oracle_best": float(acc.max()), "oracle_best_epoch": int(acc.argmax()) + 1}
     if history and history[0].get("val_loss") is not None:
         at = int(np.argmin([h["val_loss"] for h in history]))
         final |= {"test_acc_at_min_val_loss": float(acc[at]), "min_val_loss_epoch": at + 1}
     return final
 
 
-class Trainer:
-    """Train the networks a method asks for on noisy labels; evaluate on clean test labels every epoch."""
+def load_weights_file(path: str | Path) -> dict:
+    """Weights saved by :meth:`Trainer.save_weights` (tensors only: loading runs no code)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"weights file {path} does not exist")
+    return torch.load(path, map_location="cpu", weights_only=True)
 
-    def __init__(self, method, train, noisy_labels: np.ndarray, test, config: TrainConfig,
-                 checkpoint_path: str | Path | None = None):
-        if len(noisy_labels) != len(train):
-            raise ValueError(f"{len(noisy_labels)} noisy labels for {len(train)} training samples")
+
+class Trainer:
+    """Train the networks a method asks for on noisy labels; evaluate on clean test labels every epoch.
+
+    Parameters
+    ----------
+    method : Method
+    train : LabelledData with ``noisy_labels``
+        The training set (noise drawn before any split). Clean labels are used to measure only.
+    test : LabelledData
+        Clean test set.
+    config : TrainConfig
+    val : LabelledData with ``noisy_labels``, optional
+        A noisy validation split; the method's ``validation_loss`` on it selects the model.
+    reference : LabelledData, optional
+        A clean held-out split for methods that train proxy external knowledge on it.
+    noise_rate : float, optional
+        The nominal noise rate; default: the measured rate of ``train``.
+    stages : StageCache, optional
+        Where the method's stages are cached (default: built, not cached).
+    identity : dict, optional
+        What defines the run beyond ``config`` (data, noise, seeds, options); a checkpoint made
+        for another identity is refused.
+    init_from : path or dict, optional
+        Start the classifiers from weights saved by an earlier phase or run
+        (:meth:`save_weights`), instead of a fresh initialisation.
+    """
+
+    def __init__(self, method, train: LabelledData, test: LabelledData, config: TrainConfig, *,
+                 val: LabelledData | None = None, reference: LabelledData | None = None,
+                 noise_rate: float | None = None, stages: StageCache | None = None, identity: dict | None = None,
+                 checkpoint_path: str | Path | None = None, init_from: str | Path | dict | None = None):
+        for name, split in [("train", train), ("val", val)]:
+            if split is not None and split.noisy_labels is None:
+                raise ValueError(f"the {name} split has no noisy labels: attach them with with_noisy_labels(...)")
         self.method, self.config = method, config
         self.device = resolve_device(config.device)
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
-        noisy_labels = np.asarray(noisy_labels)
-        clean = train.labels
-        train_idx = np.arange(len(train))
-        self.val = None
-        if config.val_fraction > 0:  # a noisy validation split, as Xia et al. and VolMinNet do
-            perm = np.random.default_rng(config.seed).permutation(len(train))
-            n_val = int(round(config.val_fraction * len(train)))
-            val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
-        self.train = DeviceData(train.inputs[train_idx], noisy_labels[train_idx], self.device)
-        if config.val_fraction > 0:
-            self.val = DeviceData(train.inputs[val_idx], noisy_labels[val_idx], self.device,
-                                  self.train.mean, self.train.std)
-        self.test = DeviceData(test.inputs, test.labels, self.device, self.train.mean, self.train.std)
-        # Clean training labels are used only to report the precision of selected samples.
-        self.clean_train = torch.as_tensor(clean[train_idx], device=self.device)
+        self.stages = stages if stages is not None else StageCache(enabled=False)
+        self.identity = dict(identity or {})
+        if noise_rate is None:
+            noise_rate = float(np.mean(train.noisy_labels != train.labels))
+        facts = RunFacts(train=train, noise_rate=noise_rate, device=self.device, seed=config.seed,
+                         reference=reference, identity=self.identity)
+        method.prepare(facts, self.stages)
+        train = method.training_set(train)
+        self.num_classes, self.input_shape = train.num_classes, tuple(train.inputs.shape[1:])
+        self.train = DeviceData(train.inputs, self.device, noisy_labels=train.noisy_labels, clean_labels=train.labels)
+        self.val = None if val is None else DeviceData(val.inputs, self.device, noisy_labels=val.noisy_labels,
+                                                       clean_labels=val.labels, mean=self.train.mean,
+                                                       std=self.train.std)
+        self.test = DeviceData(test.inputs, self.device, clean_labels=test.labels, mean=self.train.mean,
+                               std=self.train.std)
 
         torch.manual_seed(config.seed)
-        input_shape = train.inputs.shape[1:]
-        self.networks = [build_model(config.model, train.num_classes, input_shape).to(self.device)
+        self.networks = [build_model(config.model, self.num_classes, self.input_shape).to(self.device)
                          for _ in range(method.num_networks)]
+        if init_from is not None:
+            weights = init_from if isinstance(init_from, dict) else load_weights_file(init_from)
+            for net, state in zip(self.networks, weights["networks"]):
+                net.load_state_dict(state)
         if self.device.type == "cuda" and config.channels_last and self.train.is_image:
             self.networks = [net.to(memory_format=torch.channels_last) for net in self.networks]
         # Modules a method trains beside its classifiers (CausalNL's encoders and decoders).
         self.auxiliary = nn.ModuleList(method.auxiliary_networks(self)).to(self.device)
         if self.device.type == "cuda" and config.channels_last and self.train.is_image:
             self.auxiliary = self.auxiliary.to(memory_format=torch.channels_last)
-        params = [p for net in self.networks for p in net.parameters()] + list(self.auxiliary.parameters())
-        if config.optimizer == "adam":
-            self.optimizer = torch.optim.Adam(params, lr=config.lr, betas=(config.momentum, 0.999),
-                                              weight_decay=config.weight_decay)
-        else:
-            self.optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
-                                             weight_decay=config.weight_decay)
+        main = ParameterGroup("main", [p for net in self.networks for p in net.parameters()]
+                              + list(self.auxiliary.parameters()), config.optimizer, config.lr, config.momentum,
+                              config.weight_decay)
+        self.groups = [main, *method.parameter_groups(self)]
+        self.optimizers = [group.build() for group in self.groups]
         self.history: list[dict] = []
         method.setup(self)
 
@@ -216,15 +272,17 @@ class Trainer:
         return x
 
     @torch.no_grad()
-    def evaluate(self, net, data: DeviceData) -> tuple[float, float]:
-        """Mean cross-entropy and accuracy of ``net`` on ``data`` (labels as stored there)."""
+    def evaluate(self, net, data: DeviceData, labels: torch.Tensor, loss_fn=None) -> tuple[float, float]:
+        """Mean loss (cross-entropy unless ``loss_fn`` gives per-sample losses) and accuracy against ``labels``."""
         net.eval()
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
-        for _, x, y in data.batches(self.config.eval_batch_size):
+        for idx, x in data.batches(self.config.eval_batch_size):
+            y = labels[idx]
             with self.autocast():
                 logits = net(self.prepare(x)).float()
-            loss_sum += F.cross_entropy(logits, y, reduction="sum")
+            losses = loss_fn(logits, y) if loss_fn else F.cross_entropy(logits, y, reduction="none")
+            loss_sum += losses.sum()
             correct += (logits.argmax(1) == y).sum()
         return loss_sum.item() / len(data), correct.item() / len(data)
 
@@ -236,15 +294,25 @@ class Trainer:
 
     # ------------------------------------------------------------ training
 
+    def _set_learning_rates(self, epoch: int) -> float:
+        lr, beta1 = lr_and_beta1(self.config, epoch)
+        factor = lr / self.config.lr if self.config.lr else 1.0
+        for group, optimizer in zip(self.groups, self.optimizers):
+            if group.name == "main":  # the classifiers: the profile's schedule, incl. Co-teaching's beta1
+                values = {"lr": lr, "momentum": beta1}
+            else:
+                values = {"lr": group.lr * factor if group.follow_schedule else group.lr, "momentum": group.momentum}
+            for param_group in optimizer.param_groups:
+                param_group["lr"] = values["lr"]
+                if "betas" in param_group:
+                    param_group["betas"] = (values["momentum"], param_group["betas"][1])
+                else:
+                    param_group["momentum"] = values["momentum"]
+        return lr
+
     def train_epoch(self, epoch: int) -> dict:
         cfg = self.config
-        lr, beta1 = lr_and_beta1(cfg, epoch)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-            if cfg.optimizer == "adam":
-                group["betas"] = (beta1, group["betas"][1])
-            else:
-                group["momentum"] = beta1
+        lr = self._set_learning_rates(epoch)
         self.method.on_epoch_start(epoch)
         for net in [*self.networks, self.auxiliary]:
             net.train()
@@ -254,16 +322,19 @@ class Trainer:
         selected_clean = torch.zeros((), dtype=torch.long, device=self.device)
         seen = 0
         gen = self.epoch_generator(epoch)
-        for idx, x, y in self.train.batches(cfg.batch_size, gen, cfg.crop_padding, cfg.flip):
+        for idx, x in self.train.batches(cfg.batch_size, gen, cfg.crop_padding, cfg.flip):
+            y = self.train.noisy_labels[idx]
             batch = Batch(idx, self.prepare(x), y)
             loss, mask = self.method.batch_loss(self, batch, epoch)
-            self.optimizer.zero_grad(set_to_none=True)
+            for optimizer in self.optimizers:
+                optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            self.optimizer.step()
+            for optimizer in self.optimizers:
+                optimizer.step()
             loss_sum += loss.detach().double() * len(y)
             seen += len(y)
             selected += mask.sum()
-            selected_clean += (mask & (y == self.clean_train[idx])).sum()
+            selected_clean += (mask & (y == self.train.clean_labels[idx])).sum()
         return {"lr": lr, "train_loss": loss_sum.item() / seen, "selected_fraction": selected.item() / seen,
                 "label_precision": selected_clean.item() / max(selected.item(), 1)}
 
@@ -280,59 +351,80 @@ class Trainer:
         for epoch in bar:
             tic = time.perf_counter()
             record = {"epoch": epoch + 1, **self.train_epoch(epoch)}
-            accs = [self.evaluate(net, self.test)[1] for net in self.networks]
+            accs = [self.evaluate(net, self.test, self.test.clean_labels)[1] for net in self.networks]
             record |= {"test_acc": accs[0], "test_acc_per_network": accs}
             if self.val is not None:
-                record["val_loss"], record["val_acc"] = self.evaluate(self.networks[0], self.val)
+                record["val_loss"], record["val_acc"] = self.evaluate(self.networks[0], self.val,
+                                                                      self.val.noisy_labels,
+                                                                      self.method.validation_loss)
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
             record["epoch_time_s"] = time.perf_counter() - tic
             self.history.append(record)
             self._save_checkpoint(epoch)
             bar.set_postfix(loss=f"{record['train_loss']:.3f}", test_acc=f"{record['test_acc']:.4f}")
-        elapsed = time.perf_counter() - t0 + sum(h["epoch_time_s"] for h in self.history[:start])
+        return self.result()
+
+    def result(self) -> TrainResult:
+        elapsed = sum(h["epoch_time_s"] for h in self.history)
         return TrainResult(self.history, summarise_history(self.history) if self.history else {},
-                           asdict(cfg), elapsed, device_name(self.device), self.networks)
+                           asdict(self.config), elapsed, device_name(self.device), self.networks)
 
-    # ------------------------------------------------------------ checkpoints
+    # ------------------------------------------------------------ checkpoints and weights
 
-    def _state(self, epoch: int) -> dict:
-        return {"epoch": epoch, "config": asdict(self.config), "history": self.history,
+    def fingerprint(self) -> str:
+        """A digest of everything that defines the run: config (but progress), method options, identity."""
+        config = {k: v for k, v in asdict(self.config).items() if k != "progress"}
+        return digest(config, self.method.options(), self.identity)
+
+    def state(self) -> dict:
+        return {"fingerprint": self.fingerprint(), "history": self.history,
                 "networks": [net.state_dict() for net in self.networks], "auxiliary": self.auxiliary.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "method": self.method.state_dict(),
+                "optimizers": [opt.state_dict() for opt in self.optimizers], "method": self.method.state_dict(),
                 # Methods that draw random numbers in the loss (mixup, Gumbel-softmax) resume exactly.
                 "rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
 
-    def _save_checkpoint(self, epoch: int) -> None:
-        if self.checkpoint_path is None:
-            return
-        self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.checkpoint_path.with_suffix(".tmp")
-        torch.save(self._state(epoch), tmp)
-        tmp.replace(self.checkpoint_path)  # atomic: a kill during the write keeps the previous checkpoint
-
-    def _resume(self) -> int:
-        """Load the checkpoint when there is one for this exact config; return the first epoch to run."""
-        if self.checkpoint_path is None or not self.checkpoint_path.exists():
-            return 0
-        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
-        saved = {k: v for k, v in state["config"].items() if k != "progress"}
-        wanted = {k: v for k, v in asdict(self.config).items() if k != "progress"}
-        saved["milestones"] = tuple(saved["milestones"])
-        if saved != wanted:
-            raise ValueError(f"checkpoint {self.checkpoint_path} was written with another config; "
-                             "delete it or choose another checkpoint path")
+    def load_state(self, state: dict, source: str | Path) -> None:
+        """Restore what :meth:`state` saved; refuse a state made for another run."""
+        if state.get("fingerprint") != self.fingerprint():
+            raise ValueError(f"{source} was written by a run with another configuration, method options, data or "
+                             "noise; delete it, or run with the settings it was made with")
         for net, sd in zip(self.networks, state["networks"]):
             net.load_state_dict(sd)
         self.auxiliary.load_state_dict(state["auxiliary"])
         torch.set_rng_state(state["rng"].cpu())
-        if state["cuda_rng"] is not None:
+        if state["cuda_rng"] is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
-        self.optimizer.load_state_dict(state["optimizer"])
+        for optimizer, sd in zip(self.optimizers, state["optimizers"]):
+            optimizer.load_state_dict(sd)
         self.method.load_state_dict(state["method"])
         self.history = list(state["history"])
-        return state["epoch"] + 1
+
+    def save_weights(self, path: str | Path) -> Path:
+        """The classifiers' weights, for a later phase or run to start from (``init_from``)."""
+        with atomic_write(path) as tmp:
+            torch.save({"networks": [net.state_dict() for net in self.networks], "fingerprint": self.fingerprint()},
+                       tmp)
+        return Path(path)
+
+    def _save_checkpoint(self, epoch: int) -> None:
+        if self.checkpoint_path is None:
+            return
+        with atomic_write(self.checkpoint_path) as tmp:  # a kill during the write keeps the previous checkpoint
+            torch.save(self.state(), tmp)
+
+    def _resume(self) -> int:
+        """Load the checkpoint when there is one for this exact run; return the first epoch to run."""
+        if self.checkpoint_path is None or not self.checkpoint_path.exists():
+            return 0
+        try:
+            state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
+        except Exception as error:
+            raise ValueError(f"checkpoint {self.checkpoint_path} cannot be read ({type(error).__name__}); delete it "
+                             "to start the run afresh") from None
+        self.load_state(state, f"checkpoint {self.checkpoint_path}")
+        return len(self.history)
 
 
 def device_name(device: torch.device) -> str:

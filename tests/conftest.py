@@ -31,3 +31,13 @@ def fake_images():
     images = rng.integers(0, 256, size=(2000, 32, 32, 3), dtype=np.uint8)
     labels = np.arange(2000) % 10
     return images, labels
+
+
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    """An empty lnlkit cache (stages, cached runs) for one test; offline data is still found via LNLKIT_DATA."""
+    root = shared_data_root()
+    if root is not None:
+        monkeypatch.setenv("LNLKIT_DATA", str(root))
+    monkeypatch.setenv("LNLKIT_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"

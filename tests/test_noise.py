@@ -35,7 +35,7 @@ def test_idn_rows_rate_and_determinism(fake_images):
     images, labels = fake_images
     x = images.transpose(0, 3, 1, 2).reshape(len(images), -1)
     result = noise.instance_dependent_noise(x, labels, 10, 0.4, seed=1)
-    rows = result.instance_transition
+    rows = result.realised_rows
     assert np.allclose(rows.sum(1), 1, atol=1e-5)
     assert np.allclose(rows[np.arange(len(labels)), labels], 1 - result.flip_rates, atol=1e-5)
     assert 0.0 <= result.flip_rates.min() and result.flip_rates.max() <= 1.0
@@ -49,7 +49,7 @@ def test_idn_rows_rate_and_determinism(fake_images):
 def test_idn_is_instance_dependent(fake_images):
     images, labels = fake_images
     x = images.transpose(0, 3, 1, 2).reshape(len(images), -1)
-    rows = noise.instance_dependent_noise(x, labels, 10, 0.4, seed=1).instance_transition
+    rows = noise.instance_dependent_noise(x, labels, 10, 0.4, seed=1).realised_rows
     for c in range(3):
         off = rows[labels == c].copy()
         off[:, c] = -1

@@ -104,7 +104,7 @@ def test_osa_trains_with_the_tiny_clip_estimator(tiny_clip_estimator):
     noisy = make_noise("symmetric", data, rate=0.3, seed=1)
     method = OSA(estimator=tiny_clip_estimator, num_random_pairs=8)
     config = train_config("smoke", "digits", epochs=1, progress=False, device="cpu")
-    trainer = Trainer(method, data, noisy.noisy, data, config)
+    trainer = Trainer(method, data.with_noisy_labels(noisy.noisy), data, config)
     expected = osa_weight(method.similarity, method.beta)
     batch_idx = torch.arange(5)
     torch.testing.assert_close(method.sample_weights(type("B", (), {"indices": batch_idx})()), expected[:5])
@@ -124,17 +124,20 @@ def test_embedding_estimator_random_classes_match_the_table_statistics():
 
 
 def test_proxy_osa_on_digits_flags_most_idn_noise_and_keeps_clean_samples():
-    record = run_experiment("osa", "digits", "idn", rate=0.4, seed=1, save=False, progress=False, held_out=0.3,
-                            method_options={"estimator": "proxy"}, config_overrides={"epochs": 2})
+    record = run_experiment(method="osa", dataset="digits", noise="idn", rate=0.4, seed=1, save=False,
+                            progress=False, held_out=0.3, method_options={"estimator": "proxy"},
+                            config_overrides={"epochs": 2}).record
     measured = record["method_options"]
     assert record["n_held_out"] == 360 and record["n_train"] == 840
     assert measured["clean_kept"] > 0.95 and measured["noise_recall"] > 0.5
     assert measured["mean_noise_rank"] > 0.95 * measured["optimal_noise_rank"]
+    assert measured["auroc"] > 0.9
+    assert record["stages"][-1]["name"] == "osa-scores"
 
 
 def test_proxy_estimator_needs_a_held_out_split_and_never_trains_on_it():
     with pytest.raises(ValueError, match="held-out"):
-        run_experiment("osa", "digits", "idn", rate=0.2, save=False, progress=False,
+        run_experiment(method="osa", dataset="digits", noise="idn", rate=0.2, save=False, progress=False,
                        method_options={"estimator": "proxy"}, config_overrides={"epochs": 1})
     train = load_digits().train
     rest, held = hold_out(train, 0.3)
@@ -144,12 +147,14 @@ def test_proxy_estimator_needs_a_held_out_split_and_never_trains_on_it():
     assert np.bincount(held.labels).min() >= 30  # stratified
 
 
-def test_build_method_passes_data_context_only_to_methods_that_ask():
-    osa = build_method("osa", context={"class_names": ["a"], "reference": None}, estimator="proxy")
-    assert osa.class_names == ["a"]
-    build_method("ce", context={"class_names": ["a"]})  # CE ignores it
+def test_build_method_takes_options_only_and_checks_them():
+    assert build_method("osa", estimator="proxy").estimator == "proxy"
+    with pytest.raises(ValueError, match="no option"):
+        build_method("osa", class_names=["a"])  # facts of the run are not options
     with pytest.raises(ValueError, match="scoring"):
         build_method("osa", scoring="mean")
+    with pytest.raises(ValueError, match="estimator"):
+        build_method("osa", estimator="clipp")
 
 
 def test_clip_without_download_fails_at_once_with_instructions(monkeypatch):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from lnlkit.data import load_digits
+from lnlkit.data import load_digits, validation_split
 from lnlkit.methods import build_method
 from lnlkit.methods.coteaching import forget_rate, small_loss_mask
 from lnlkit.noise import make_noise
@@ -17,7 +17,7 @@ def digits():
 
 def test_augment_crops_and_flips_on_device():
     x = torch.arange(2 * 1 * 4 * 4, dtype=torch.uint8).reshape(2, 1, 4, 4)
-    data = DeviceData(np.zeros((2, 4, 4, 1), np.uint8), np.zeros(2), torch.device("cpu"))
+    data = DeviceData(np.zeros((2, 4, 4, 1), np.uint8), torch.device("cpu"))
     gen = torch.Generator().manual_seed(0)
     out = data.augment(x, padding=2, flip=True, generator=gen)
     assert out.shape == x.shape and out.dtype == torch.uint8
@@ -45,7 +45,7 @@ def test_forget_rate_ramp_and_peer_exchange():
     assert forget_rate(0, 0.4) == 0 and forget_rate(5, 0.4) == pytest.approx(0.2) and forget_rate(30, 0.4) == 0.4
     losses = [torch.tensor([0.1, 5.0, 0.2, 4.0]), torch.tensor([3.0, 0.1, 2.0, 0.2])]
     assert small_loss_mask(losses[0], 2).tolist() == [True, False, True, False]
-    method = build_method("coteaching", 0.5)
+    method = build_method("coteaching", rate=0.5)
     masks = method.select(losses, None, epoch=20)
     assert masks[0].tolist() == [False, True, False, True]  # network 1 trains on network 2's picks
     assert masks[1].tolist() == [True, False, True, False]
@@ -53,7 +53,8 @@ def test_forget_rate_ramp_and_peer_exchange():
 
 def _run(digits, method, noisy, epochs, until=None, checkpoint=None, seed=1):
     cfg = train_config("smoke", "digits", epochs=epochs, seed=seed, progress=False)
-    trainer = Trainer(build_method(method, 0.4), digits.train, noisy, digits.test, cfg, checkpoint_path=checkpoint)
+    trainer = Trainer(build_method(method), digits.train.with_noisy_labels(noisy), digits.test, cfg, noise_rate=0.4,
+                      checkpoint_path=checkpoint)
     return trainer.fit(until_epoch=until)
 
 
@@ -81,15 +82,17 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(digits, tmp_path):
 def test_checkpoint_with_another_config_is_refused(digits, tmp_path):
     noisy = make_noise("symmetric", digits.train, 0.4, seed=1).noisy
     _run(digits, "ce", noisy, 2, until=1, checkpoint=tmp_path / "c.pt")
-    with pytest.raises(ValueError, match="another config"):
+    with pytest.raises(ValueError, match="another configuration"):
         _run(digits, "ce", noisy, 2, checkpoint=tmp_path / "c.pt", seed=2)
 
 
 def test_validation_split_reports_accuracy_at_min_val_loss(digits):
     noisy = make_noise("symmetric", digits.train, 0.2, seed=1).noisy
-    cfg = train_config("smoke", "digits", epochs=2, val_fraction=0.1, progress=False)
-    result = Trainer(build_method("ce"), digits.train, noisy, digits.test, cfg).fit()
+    train, val = validation_split(digits.train.with_noisy_labels(noisy), 0.1)
+    cfg = train_config("smoke", "digits", epochs=2, progress=False)
+    result = Trainer(build_method("ce"), train, digits.test, cfg, val=val).fit()
     assert "test_acc_at_min_val_loss" in result.final and result.history[0]["val_loss"] > 0
+    assert "test_acc_oracle_best" in result.final and "test_acc_best" not in result.final
 
 
 def test_coteaching_beats_ce_on_noisy_digits(digits):

@@ -165,8 +165,8 @@ def reconstruction_error(x: torch.Tensor, x_hat: torch.Tensor, kind: str = "l1")
 class CausalNL(Method):
     """Parameters
     ----------
-    rate : float
-        Co-teaching's final forget rate between the two classifiers (the noise rate).
+    rate : float or None
+        Co-teaching's final forget rate between the two classifiers (None: the noise rate).
     z_dim : int or None
         Dimension of Z; None picks :func:`default_z_dim` for the data.
     recon_weight, noisy_label_weight, entropy_weight, kl_weight : float
@@ -190,7 +190,7 @@ class CausalNL(Method):
     name = "causalnl"
     num_networks = 2
 
-    def __init__(self, rate: float, z_dim: int | None = None, ramp_epochs: int = 10, recon_weight: float = 0.1,
+    def __init__(self, rate: float | None = None, z_dim: int | None = None, ramp_epochs: int = 10, recon_weight: float = 0.1,
                  noisy_label_weight: float = 0.1, entropy_weight: float = 1e-5, kl_weight: float = 0.01,
                  reconstruction: str = "l1", kl_reduction: str = "mean", latent_noise: str = "normal",
                  entropy_gradient: bool = True, temperature: float = 1.0, official_code: bool = False):
@@ -211,12 +211,14 @@ class CausalNL(Method):
         self.official_code = official_code
         self.last_terms: dict = {}
 
+    def prepare(self, facts, stages) -> None:
+        self.coteaching.prepare(facts, stages)
+
     def auxiliary_networks(self, trainer) -> list[nn.Module]:
-        shape = tuple(trainer.train.inputs.shape[1:])
-        shape = (shape[1], shape[2], shape[0]) if len(shape) == 3 else shape  # stored as C, H, W
+        shape = trainer.input_shape  # (H, W, C) or (D,)
         if self.z_dim is None:
             self.z_dim = default_z_dim(shape)
-        num_classes = trainer.networks[0].head.out_features
+        num_classes = trainer.num_classes
         return [build_branch(shape, num_classes, self.z_dim) for _ in range(self.num_networks)]
 
     def reconstruction_target(self, trainer, x: torch.Tensor) -> torch.Tensor:
@@ -272,8 +274,9 @@ class CausalNL(Method):
         return elbo + self.coteaching.reduce(ce, None, masks), masks[0]
 
     @torch.no_grad()
-    def explain(self, trainer, x: torch.Tensor, branch: int = 0) -> dict:
+    def explain(self, x: torch.Tensor, branch: int = 0) -> dict:
         """Everything branch ``branch`` infers for normalised inputs ``x`` (eval mode, ŷ = q(Y|x) itself)."""
+        trainer = self.trainer
         net, parts = trainer.networks[branch], trainer.auxiliary[branch]
         net.eval()
         parts.eval()

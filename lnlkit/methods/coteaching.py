@@ -28,8 +28,9 @@ def small_loss_mask(loss: torch.Tensor, keep: int) -> torch.Tensor:
 class CoTeaching(Method):
     """Parameters
     ----------
-    rate : float
-        Final forget rate tau; Han et al. set it to the (known or estimated) noise rate.
+    rate : float or None
+        Final forget rate tau; Han et al. set it to the (known or estimated) noise rate, which
+        is what None takes from the run (for human labels the measured rate).
     ramp_epochs : int
         T_k, the epochs over which tau_e grows to tau (10).
     official_loss_scaling : bool
@@ -40,12 +41,18 @@ class CoTeaching(Method):
     name = "coteaching"
     num_networks = 2
 
-    def __init__(self, rate: float, ramp_epochs: int = 10, official_loss_scaling: bool = False):
-        if not 0.0 <= rate < 1.0:
+    def __init__(self, rate: float | None = None, ramp_epochs: int = 10, official_loss_scaling: bool = False):
+        if rate is not None and not 0.0 <= rate < 1.0:
             raise ValueError(f"Co-teaching forget rate must lie in [0, 1), got {rate}")
         self.rate, self.ramp_epochs, self.official_loss_scaling = rate, ramp_epochs, official_loss_scaling
 
+    def prepare(self, facts, stages) -> None:
+        if self.rate is None:
+            self.rate = float(facts.noise_rate)
+
     def select(self, losses, batch, epoch):
+        if self.rate is None:
+            raise ValueError("Co-teaching's forget rate is unknown: pass rate=... or run it through a trainer")
         keep = max(1, int(round((1 - forget_rate(epoch, self.rate, self.ramp_epochs)) * len(losses[0]))))
         mask_1, mask_2 = (small_loss_mask(loss, keep) for loss in losses)
         return [mask_2, mask_1]  # each network trains on the samples its peer finds clean

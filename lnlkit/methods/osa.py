@@ -20,13 +20,14 @@ training image is scored once, un-augmented, which is what makes OSA "one step".
 
 from __future__ import annotations
 
-import time
+import os
 
 import numpy as np
 import torch
 from scipy.stats import rankdata
 
-from ..estimators import CLIPEstimator, train_proxy_estimator
+from ..estimators import CLIPEstimator, proxy_from_state, proxy_state, train_proxy_estimator
+from ..stats import auroc
 from .base import Method
 
 SCORINGS = ("paper", "official")
@@ -104,55 +105,91 @@ class OSA(Method):
     """Cross-entropy re-weighted by the estimator's cleanliness score (Eq. 6).
 
     ``estimator``: an :class:`lnlkit.estimators.Estimator`, ``"clip"`` (open_clip ViT-B/32,
-    OpenAI weights) or ``"proxy"`` (trained on the clean held-out split ``reference``).
+    OpenAI weights) or ``"proxy"`` (trained on the run's clean held-out split).
+
+    Two cached stages run before training: ``osa-proxy-estimator`` (the proxy's training, when
+    ``estimator="proxy"``) and ``osa-scores`` (beta and the similarity of every training pair).
+    An estimator passed as an object is used as it is, and its scores are not cached.
     """
 
     name = "osa"
     num_networks = 1
+    example_options = {"estimator": "proxy"}
+    example_held_out = 0.3
 
     def __init__(self, estimator="clip", scoring: str = "paper", num_random_pairs: int = 256,
                  random_images: str = "uniform", random_classes: str | None = None, seed: int = 0,
-                 reference=None, class_names: list[str] | None = None, proxy_epochs: int = 30):
+                 proxy_epochs: int = 30):
         if scoring not in SCORINGS:
             raise ValueError(f"scoring must be one of {SCORINGS}, got {scoring!r}")
+        if isinstance(estimator, str) and estimator not in ("clip", "proxy"):
+            raise ValueError(f"estimator must be 'clip', 'proxy' or an Estimator, got {estimator!r}")
         self.estimator, self.scoring, self.num_random_pairs = estimator, scoring, num_random_pairs
         self.random_images, self.random_classes, self.seed = random_images, random_classes, seed
-        self.reference, self.class_names, self.proxy_epochs = reference, class_names, proxy_epochs
+        self.proxy_epochs = proxy_epochs
         self.score = SCORING_FUNCTIONS[scoring]
         self.measured: dict = {}
 
-    def _build_estimator(self, device):
+    # ------------------------------------------------------------ stages
+
+    def _proxy_estimator(self, facts, stages):
+        if facts.reference is None:
+            raise ValueError("estimator 'proxy' is trained on a clean held-out split: run with "
+                             "held_out=0.3 (command line: --held-out 0.3)")
+        config = {"model": "small_cnn", "embed_dim": 64, "epochs": self.proxy_epochs, "seed": self.seed}
+
+        def build():
+            estimator = train_proxy_estimator(facts.reference, epochs=self.proxy_epochs, seed=self.seed,
+                                              device=facts.device)
+            return proxy_state(estimator, config["model"], facts.num_classes)
+
+        state = stages.run("osa-proxy-estimator", {**config, "reference": facts.reference.digest()}, build)
+        return proxy_from_state(state, facts.device)
+
+    def _estimator(self, facts, stages):
         if self.estimator == "clip":
-            if not self.class_names:
-                raise ValueError("the CLIP estimator needs the class names (class_names=...)")
-            return CLIPEstimator.from_open_clip(self.class_names, device=device)
+            return CLIPEstimator.from_open_clip(facts.class_names, device=facts.device)
         if self.estimator == "proxy":
-            if self.reference is None:
-                raise ValueError("estimator 'proxy' is trained on a clean held-out split: run with "
-                                 "held_out=0.3 (command line: --held-out 0.3)")
-            return train_proxy_estimator(self.reference, epochs=self.proxy_epochs, seed=self.seed, device=device)
-        if isinstance(self.estimator, str):
-            raise ValueError(f"estimator must be 'clip', 'proxy' or an Estimator, got {self.estimator!r}")
+            return self._proxy_estimator(facts, stages)
         return self.estimator
+
+    def _scores(self, estimator) -> dict:
+        random_classes = self.random_classes or estimator.default_random_classes
+        beta = space_shift(estimator, self.num_random_pairs, self.random_images, random_classes, self.seed)
+        # Scored once, un-augmented: the "one step" of OSA.
+        images = torch.from_numpy(np.ascontiguousarray(self._train.inputs.transpose(0, 3, 1, 2)))
+        similarity = estimator.pair_similarity(images, torch.as_tensor(self._train.noisy_labels))
+        return {"beta": beta, "similarity": similarity.cpu(), "random_classes": random_classes}
+
+    def prepare(self, facts, stages) -> None:
+        self._train = facts.train
+        if isinstance(self.estimator, str):
+            depends_on = {"estimator": self.estimator, "train": facts.train.digest(),
+                          "num_random_pairs": self.num_random_pairs, "random_images": self.random_images,
+                          "random_classes": self.random_classes, "seed": self.seed}
+            if self.estimator == "proxy":
+                depends_on |= {"reference": facts.reference.digest() if facts.reference else None,
+                               "proxy_epochs": self.proxy_epochs}
+            else:
+                depends_on |= {"classes": facts.class_names,
+                               "weights": os.environ.get("LNLKIT_CLIP_WEIGHTS") or "ViT-B-32/openai"}
+            scores = stages.run("osa-scores", depends_on, lambda: self._scores(self._estimator(facts, stages)))
+        else:
+            scores = self._scores(self.estimator)
+        del self._train
+        self.beta, self.random_classes = float(scores["beta"]), scores["random_classes"]
+        self.similarity = scores["similarity"].float()
+        # Measurement only: how well the weights separate clean from noisy pairs.
+        weights = self.score(self.similarity, self.beta).numpy()
+        is_noisy = facts.train.noisy_labels != facts.train.labels
+        rank, optimal = mean_noise_rank(weights, is_noisy)
+        self.measured = {"beta": self.beta, "mean_noise_rank": rank, "optimal_noise_rank": optimal,
+                         "auroc": auroc(-self.similarity.numpy(), is_noisy),
+                         **detection_metrics(weights, is_noisy)}
 
     def setup(self, trainer) -> None:
         super().setup(trainer)
-        start = time.perf_counter()
-        estimator = self._build_estimator(trainer.device)
-        built = time.perf_counter()
-        self.random_classes = self.random_classes or estimator.default_random_classes
-        self.beta = space_shift(estimator, self.num_random_pairs, self.random_images, self.random_classes, self.seed)
-        # Scored once, un-augmented: the "one step" of OSA.
-        self.similarity = estimator.pair_similarity(trainer.train.inputs, trainer.train.labels).to(trainer.device)
-        weights = self.score(self.similarity, self.beta)
-        if trainer.device.type == "cuda":
-            torch.cuda.synchronize()
-        done = time.perf_counter()
-        is_noisy = (trainer.train.labels != trainer.clean_train).cpu().numpy()
-        rank, optimal = mean_noise_rank(weights.cpu().numpy(), is_noisy)
-        self.measured = {"beta": self.beta, "estimator_build_s": built - start, "scoring_s": done - built,
-                         "mean_noise_rank": rank, "optimal_noise_rank": optimal,
-                         **detection_metrics(weights.cpu().numpy(), is_noisy)}
+        self.similarity = self.similarity.to(trainer.device)
 
     def sample_weights(self, batch) -> torch.Tensor:
         # The official scoring normalises by the batch maximum, so weights are made per batch.
@@ -162,4 +199,4 @@ class OSA(Method):
         name = self.estimator if isinstance(self.estimator, str) else type(self.estimator).__name__
         return {"estimator": name, "scoring": self.scoring, "num_random_pairs": self.num_random_pairs,
                 "random_images": self.random_images, "random_classes": self.random_classes,
-                "seed": self.seed, **self.measured}
+                "seed": self.seed, "proxy_epochs": self.proxy_epochs, **self.measured}

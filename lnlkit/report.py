@@ -1,0 +1,73 @@
+"""What the chapters share: figure style, mean ± CI tables over seeds, paired verdicts, paper-vs-ours tables.
+
+Each chapter imports these instead of repeating the cells; every table follows one protocol:
+the mean over seeds ± the half-width of a 95 % Student-t interval, the number of seeds, and
+the setting (profile, network, epochs, data source) beside each of our numbers.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from .results import paper_numbers
+from .stats import mean_ci, paired_difference, verdict
+
+FIGURE_STYLE = {"figure.dpi": 110, "axes.spines.top": False, "axes.spines.right": False, "font.size": 10,
+                "axes.titlesize": 10, "legend.fontsize": 8}
+
+
+def use_figure_style() -> None:
+    """The book's matplotlib style (call once per chapter)."""
+    plt.rcParams.update(FIGURE_STYLE)
+
+
+def mean_ci_table(frame: pd.DataFrame, rows, columns, value: str, digits: int = 1) -> pd.DataFrame:
+    """Pivot ``value`` into 'mean ± half-width' cells (95 % CI over the rows of each cell, e.g. seeds)."""
+    return frame.pivot_table(index=rows, columns=columns, values=value, sort=False,
+                             aggfunc=lambda v: mean_ci(v).format(digits))
+
+
+def paired_verdicts(frame: pd.DataFrame, method_col: str, value: str, pairs, by=None, key="seed") -> pd.DataFrame:
+    """For each (a, b) in ``pairs`` (and each group of ``by``): the paired difference a - b over ``key`` and its verdict."""
+    groups = frame.groupby(by, sort=False) if by else [((), frame)]
+    rows = []
+    for group, part in groups:
+        per = {m: dict(zip(p[key], p[value])) for m, p in part.groupby(method_col)}
+        for a, b in pairs:
+            if a in per and b in per:
+                diff = paired_difference(per[a], per[b])
+                rows.append({**dict(zip([by] if isinstance(by, str) else (by or []),
+                                        group if isinstance(group, tuple) else (group,))),
+                             "comparison": f"{a} − {b}", "difference": diff.format(1), "low": diff.low,
+                             "high": diff.high, "seeds": diff.n, "verdict": verdict(diff, a, b)})
+    return pd.DataFrame(rows)
+
+
+def citation(row) -> str:
+    """'CausalNL (Yao et al., NeurIPS 2021), Table 3, row CE, column IDN-40%'."""
+    return f"{row['paper']}, {row['table']}, row {row['method']}, column {row['noise']}"
+
+
+def paper_vs_ours(ours: pd.DataFrame, dataset: str, metric: str = "last10_mean") -> pd.DataFrame:
+    """Our mean ± 95 % CI over seeds beside each paper's number for the same method and noise, with citations.
+
+    ``ours`` is :func:`lnlkit.results.results_frame` output. Each row names our setting
+    (profile, network, epochs, data source) so a reader sees what differs from the paper's.
+    """
+    if ours.empty:
+        return pd.DataFrame()
+    ours = ours[ours["dataset"] == dataset]
+    keys = ["noise", "method", "profile", "epochs", "model", "data_source"]
+    rows = []
+    for values, part in ours.groupby(keys, sort=False):
+        setting = dict(zip(keys, values))
+        papers = paper_numbers(dataset=dataset, method=setting["method"], noise=setting["noise"])
+        cited = [f"{p['value']:.2f}" + (f" ± {p['sd']:.2f}" if pd.notna(p.get("sd")) else "") +
+                 f" ({citation(p)}; {p['metric']})" for _, p in papers.iterrows()]
+        rows.append({"noise": setting["noise"], "method": setting["method"],
+                     f"ours: {metric.replace('_', ' ')} (%)": mean_ci(part[metric]).format(2),
+                     "seeds": len(part), "paper (%)": "; ".join(cited) or "—",
+                     "our setting": f"profile {setting['profile']}, {setting['model']}, {setting['epochs']} epochs, "
+                                    f"{setting['data_source']}"})
+    return pd.DataFrame(rows)
