@@ -49,7 +49,7 @@ class PilDataset(Dataset):
         return self.transform(self.images[i]), int(self.labels[i])
 
 
-resident = DeviceData(train.inputs, train.labels, device)
+resident = DeviceData(train.inputs, device, noisy_labels=train.labels)
 loader = DataLoader(PilDataset(train.inputs, train.labels, resident.mean.tolist(), resident.std.tolist()),
                     batch_size=BATCH, shuffle=True, num_workers=args.workers, pin_memory=device.type == "cuda",
                     persistent_workers=args.workers > 0)
@@ -57,7 +57,8 @@ loader = DataLoader(PilDataset(train.inputs, train.labels, resident.mean.tolist(
 
 def resident_batches():
     gen = torch.Generator(device=device).manual_seed(0)
-    for _, x, y in resident.batches(BATCH, gen, padding=4, flip=True):
+    for idx, x in resident.batches(BATCH, gen, padding=4, flip=True):
+        y = resident.noisy_labels[idx]
         yield x, y
 
 

@@ -100,9 +100,10 @@ class LabelledData:
         return LabelledData(self.inputs[indices], self.labels[indices], self.classes,
                             self.name, self.source, dict(self.meta), noisy)
 
-    def digest(self) -> str:
-        """A digest of the inputs, clean and noisy labels: what cached stages built on this data key on."""
-        return digest(self.inputs, self.labels, self.noisy_labels if self.noisy_labels is not None else b"")
+    def digest(self, noisy: bool = True) -> str:
+        """A digest of the inputs, clean labels and (with ``noisy``) noisy labels: what cached stages key on."""
+        return digest(self.inputs, self.labels,
+                      self.noisy_labels if noisy and self.noisy_labels is not None else b"")
 
     def flat_pixels_chw(self) -> np.ndarray:
         """Inputs flattened per sample; images in CHW order as float 0-255 (Xia et al.'s x)."""

@@ -47,7 +47,10 @@ class NoisyLabels:
 
     @property
     def estimable_rows(self) -> np.ndarray | None:
-        """(N, C) rows T(x_i)_{y_i} = (1 - eps_bar) e_{y_i} + eps_bar softmax(a(x_i)): the part of p_i that x_i determines."""
+        """(N, C) rows T(x_i)_{y_i} = (1 - eps_bar) e_{y_i} + eps_bar softmax(a(x_i)).
+
+        The part of the realised row p_i that the image x_i determines (IDN; None otherwise).
+        """
         if self.flip_directions is None:
             return None
         rows = self.mean_flip_rate * self.flip_directions
@@ -85,7 +88,7 @@ class NoisyLabels:
                 "num_classes": self.num_classes, **self.info}
 
     def save(self, path: str | Path) -> None:
-        """Write ``noisy_labels``, ``clean_labels`` and ``achieved_rate`` (plus IDN rows) to an .npz file, atomically."""
+        """Write ``noisy_labels``, ``clean_labels``, ``achieved_rate`` (and IDN rows) to an .npz file, atomically."""
         from .files import atomic_write
 
         extra = {}

@@ -29,7 +29,7 @@ def mean_ci_table(frame: pd.DataFrame, rows, columns, value: str, digits: int = 
 
 
 def paired_verdicts(frame: pd.DataFrame, method_col: str, value: str, pairs, by=None, key="seed") -> pd.DataFrame:
-    """For each (a, b) in ``pairs`` (and each group of ``by``): the paired difference a - b over ``key`` and its verdict."""
+    """For each (a, b) in ``pairs`` (and each group of ``by``): the paired difference a - b over ``key``, a verdict."""
     groups = frame.groupby(by, sort=False) if by else [((), frame)]
     rows = []
     for group, part in groups:
@@ -40,7 +40,8 @@ def paired_verdicts(frame: pd.DataFrame, method_col: str, value: str, pairs, by=
                 rows.append({**dict(zip([by] if isinstance(by, str) else (by or []),
                                         group if isinstance(group, tuple) else (group,))),
                              "comparison": f"{a} − {b}", "difference": diff.format(1), "low": diff.low,
-                             "high": diff.high, "seeds": diff.n, "verdict": verdict(diff, a, b)})
+                             "high": diff.high, "seeds": diff.n, "verdict": verdict(diff, a, b),
+                             "conclusion": verdict(diff, a, b, detail=False)})
     return pd.DataFrame(rows)
 
 

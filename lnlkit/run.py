@@ -109,23 +109,29 @@ class RunResult:
         """The clean labels of the training split (known for measurement only)."""
         return self.trainer.train.clean_labels.cpu().numpy()
 
-    def normalise(self, inputs) -> torch.Tensor:
-        """Raw inputs (uint8 N, H, W, C images or float features; NumPy or tensor) -> the networks' input."""
+    def _raw(self, inputs) -> torch.Tensor:
+        """Raw inputs (uint8 N, H, W, C images or float features; NumPy or tensor) on the device, as stored."""
         x = torch.as_tensor(np.asarray(inputs)).to(self.device)
-        if x.ndim == 4:
-            x = x.permute(0, 3, 1, 2)
-        return self.trainer.train.normalise(x)
+        return x.permute(0, 3, 1, 2) if x.ndim == 4 else x
+
+    def normalise(self, inputs) -> torch.Tensor:
+        """Raw inputs -> the networks' input (normalised with the training statistics)."""
+        return self.trainer.train.normalise(self._raw(inputs))
 
     def train_inputs(self) -> torch.Tensor:
         """The training split's inputs, normalised as the networks saw them (un-augmented)."""
         return self.trainer.train.normalise(self.trainer.train.inputs)
 
     @torch.no_grad()
-    def predict_proba(self, inputs=None, network: int = 0) -> np.ndarray:
+    def predict_proba(self, inputs=None, network: int = 0, batch_size: int = 4096) -> np.ndarray:
         """Class probabilities of classifier ``network`` for raw ``inputs`` (default: the training split)."""
-        x = self.train_inputs() if inputs is None else self.normalise(inputs)
-        net = self.networks[network].eval()
-        out = [net(self.trainer.prepare(x[i:i + 4096])).float().softmax(1) for i in range(0, len(x), 4096)]
+        raw = self.trainer.train.inputs if inputs is None else self._raw(inputs)
+        net, trainer = self.networks[network].eval(), self.trainer
+        out = []
+        for start in range(0, len(raw), batch_size):
+            x = trainer.prepare(trainer.train.normalise(raw[start:start + batch_size]))
+            with trainer.autocast():
+                out.append(net(x).float().softmax(1))
         return torch.cat(out).cpu().numpy()
 
     def save_weights(self, path: str | Path) -> Path:
@@ -188,7 +194,8 @@ def run_experiment(*, method: str, dataset: str, noise: str, rate: float | None 
     if cached is not None and cached.exists():
         stored = torch.load(cached, map_location=trainer.device, weights_only=True)
         trainer.load_state(stored["state"], f"cached run {cached}")
-        record = json.loads(stored["record"]) | {"stages": trainer.stages.summary(), "loaded_from_cache": True}
+        # The record of the run as it was trained (its stages as they were built then), flagged as loaded.
+        record = json.loads(stored["record"]) | {"loaded_from_cache": True}
     else:
         result = trainer.fit()
         record = {

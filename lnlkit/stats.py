@@ -60,16 +60,24 @@ def paired_difference(a: dict, b: dict, confidence: float = 0.95) -> Interval:
     return mean_ci([a[k] - b[k] for k in common], confidence)
 
 
-def verdict(difference: Interval, name_a: str, name_b: str, unit: str = " points") -> str:
-    """A sentence read off the interval of a - b: which is better, or that the runs cannot tell."""
+def verdict(difference: Interval, name_a: str, name_b: str, unit: str = " points", detail: bool = True) -> str:
+    """A sentence read off the interval of a - b: which is better, or that the runs cannot tell.
+
+    With ``detail`` the difference, its interval and the number of paired seeds follow in brackets.
+    """
     if difference.n < 2:
         return f"{name_a} − {name_b} = {difference.mean:+.1f}{unit} from one seed: no interval, no verdict"
-    span = f"{difference.mean:+.1f}{unit}, {100 * difference.confidence:.0f} % CI [{difference.low:+.1f}, {difference.high:+.1f}]"
     if difference.low > 0:
-        return f"{name_a} is better than {name_b} ({span}, {difference.n} paired seeds)"
-    if difference.high < 0:
-        return f"{name_b} is better than {name_a} ({span}, {difference.n} paired seeds)"
-    return f"no difference resolved between {name_a} and {name_b} ({span}, {difference.n} paired seeds)"
+        sentence = f"{name_a} is better than {name_b}"
+    elif difference.high < 0:
+        sentence = f"{name_b} is better than {name_a}"
+    else:
+        sentence = f"no difference resolved between {name_a} and {name_b}"
+    if not detail:
+        return sentence
+    level = f"{100 * difference.confidence:.0f} % CI"
+    return (f"{sentence} ({difference.mean:+.1f}{unit}, {level} [{difference.low:+.1f}, {difference.high:+.1f}], "
+            f"{difference.n} paired seeds)")
 
 
 def auroc(scores, positives) -> float:

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from lnlkit.data import load_digits, validation_split
-from lnlkit.methods import build_method
+from lnlkit.methods import ParameterGroup, build_method
 from lnlkit.methods.coteaching import forget_rate, small_loss_mask
 from lnlkit.noise import make_noise
 from lnlkit.profiles import train_config
@@ -101,3 +101,85 @@ def test_coteaching_beats_ce_on_noisy_digits(digits):
     ce = _run(digits, "ce", noisy, 30).final["test_acc_last10_mean"]
     ct = _run(digits, "coteaching", noisy, 30).final["test_acc_last10_mean"]
     assert ct > 0.85 and ct > ce + 0.1, (ce, ct)
+
+
+class _Scaled(build_method("ce").__class__):
+    """CE on logits times a learned temperature trained by its own optimizer; a test-only method."""
+
+    name = "scaled"
+
+    def __init__(self, extra_copies: int = 0):
+        self.extra_copies = extra_copies
+        self.temperature = torch.nn.Parameter(torch.ones(()))
+
+    def training_set(self, train):
+        if not self.extra_copies:
+            return train
+        idx = np.r_[np.arange(len(train)), np.arange(self.extra_copies)]
+        return train.subset(idx)  # extended by a stage-like step; clean labels travel along
+
+    def parameter_groups(self, trainer):
+        return [ParameterGroup("temperature", [self.temperature], optimizer="sgd", lr=0.5, momentum=0.0)]
+
+    def batch_loss(self, trainer, batch, epoch):
+        logits = trainer.networks[0](batch.inputs) * self.temperature
+        loss = torch.nn.functional.cross_entropy(logits, batch.noisy_labels)
+        return loss, torch.ones_like(batch.noisy_labels, dtype=torch.bool)
+
+    def validation_loss(self, logits, noisy_labels):
+        return torch.full((len(noisy_labels),), 7.0)
+
+    def state_dict(self):
+        return {"temperature": self.temperature.detach().clone()}
+
+    def load_state_dict(self, state):
+        with torch.no_grad():
+            self.temperature.copy_(state["temperature"])
+
+
+def _scaled_trainer(digits, epochs=3, **kwargs):
+    noisy = make_noise("symmetric", digits.train, 0.2, seed=1).noisy
+    train, val = validation_split(digits.train.with_noisy_labels(noisy), 0.1)
+    cfg = train_config("smoke", "digits", epochs=epochs, schedule="multistep", milestones=(1,), gamma=0.1,
+                       progress=False)
+    return Trainer(_Scaled(**{k: v for k, v in kwargs.items() if k == "extra_copies"}), train, digits.test, cfg,
+                   val=val, **{k: v for k, v in kwargs.items() if k != "extra_copies"})
+
+
+def test_parameter_groups_have_their_own_optimizer_and_follow_the_schedule(digits):
+    trainer = _scaled_trainer(digits, epochs=2)
+    assert len(trainer.optimizers) == 2 and isinstance(trainer.optimizers[1], torch.optim.SGD)
+    before = trainer.method.temperature.item()
+    trainer.fit()
+    assert trainer.method.temperature.item() != before
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-4)  # Adam 1e-3, x0.1 after epoch 1
+    assert trainer.optimizers[1].param_groups[0]["lr"] == pytest.approx(0.05)  # its own 0.5, same schedule
+
+
+def test_the_method_validation_loss_selects_the_model(digits):
+    result = _scaled_trainer(digits, epochs=2).fit()
+    assert all(h["val_loss"] == pytest.approx(7.0) for h in result.history)
+    assert result.final["min_val_loss_epoch"] == 1  # ties: the first minimum
+
+
+def test_a_method_may_extend_the_training_set_and_resume_keeps_its_own_optimizer(digits, tmp_path):
+    trainer = _scaled_trainer(digits, extra_copies=50)
+    assert len(trainer.train) == len(trainer.train.clean_labels) == 1200 - 120 + 50
+    straight = trainer.fit()
+    ckpt = tmp_path / "c.pt"
+    _scaled_trainer(digits, extra_copies=50, checkpoint_path=ckpt).fit(until_epoch=1)
+    resumed_trainer = _scaled_trainer(digits, extra_copies=50, checkpoint_path=ckpt)
+    resumed = resumed_trainer.fit()
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in straight.history]
+    assert resumed_trainer.method.temperature.item() == trainer.method.temperature.item()
+
+
+def test_a_second_phase_starts_from_the_first_phase_weights(digits, tmp_path):
+    first = _scaled_trainer(digits, epochs=1)
+    first.fit()
+    path = first.save_weights(tmp_path / "phase1.pt")
+    second = _scaled_trainer(digits, epochs=1, init_from=path)
+    for p, q in zip(first.networks[0].parameters(), second.networks[0].parameters()):
+        assert torch.equal(p, q)
+    fresh = _scaled_trainer(digits, epochs=1)
+    assert not all(torch.equal(p, q) for p, q in zip(first.networks[0].parameters(), fresh.networks[0].parameters()))

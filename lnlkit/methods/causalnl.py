@@ -29,7 +29,7 @@ from torch import nn
 from .base import Method
 from .coteaching import CoTeaching
 
-# The official code's choices where it departs from the paper (REFERENCE.md, "CausalNL").
+# The official code's choices where it departs from the paper (read from its released source).
 OFFICIAL_CODE = {
     "reconstruction": "mse",  # paper: l1 ("we use the l1 loss for reconstruction")
     "kl_reduction": "sum",  # summed over batch and dimensions; paper: per sample, batch mean
@@ -190,8 +190,9 @@ class CausalNL(Method):
     name = "causalnl"
     num_networks = 2
 
-    def __init__(self, rate: float | None = None, z_dim: int | None = None, ramp_epochs: int = 10, recon_weight: float = 0.1,
-                 noisy_label_weight: float = 0.1, entropy_weight: float = 1e-5, kl_weight: float = 0.01,
+    def __init__(self, rate: float | None = None, z_dim: int | None = None, ramp_epochs: int = 10,
+                 recon_weight: float = 0.1, noisy_label_weight: float = 0.1, entropy_weight: float = 1e-5,
+                 kl_weight: float = 0.01,
                  reconstruction: str = "l1", kl_reduction: str = "mean", latent_noise: str = "normal",
                  entropy_gradient: bool = True, temperature: float = 1.0, official_code: bool = False):
         if official_code:

@@ -143,7 +143,9 @@ class OSA(Method):
                                               device=facts.device)
             return proxy_state(estimator, config["model"], facts.num_classes)
 
-        state = stages.run("osa-proxy-estimator", {**config, "reference": facts.reference.digest()}, build)
+        # The proxy learns from clean labels only: its key leaves the reference's noisy labels out.
+        reference = facts.reference.digest(noisy=False)
+        state = stages.run("osa-proxy-estimator", {**config, "reference": reference}, build)
         return proxy_from_state(state, facts.device)
 
     def _estimator(self, facts, stages):
@@ -168,7 +170,7 @@ class OSA(Method):
                           "num_random_pairs": self.num_random_pairs, "random_images": self.random_images,
                           "random_classes": self.random_classes, "seed": self.seed}
             if self.estimator == "proxy":
-                depends_on |= {"reference": facts.reference.digest() if facts.reference else None,
+                depends_on |= {"reference": facts.reference.digest(noisy=False) if facts.reference else None,
                                "proxy_epochs": self.proxy_epochs}
             else:
                 depends_on |= {"classes": facts.class_names,
