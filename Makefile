@@ -11,6 +11,8 @@ NOTEBOOKS := _build/notebooks
 ifneq ($(wildcard ../shared/data),)
 export LNLKIT_DATA ?= $(abspath ../shared/data)
 endif
+# Chapters (executed by papermill, re-run by nbval) read the checkout's result files.
+export LNLKIT_RESULTS ?= $(abspath results)
 
 .PHONY: install book test unit chapters nbval bench clean
 

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -49,10 +50,15 @@ def is_notebook(path: Path) -> bool:
 
 
 def execute_chapter(name: str, parameters: dict | None = None, log=print) -> Path:
-    """Run ``book/NAME.md`` with papermill; return the executed notebook."""
+    """Run ``book/NAME.md`` with papermill; return the executed notebook.
+
+    The chapters read and write result files in the checkout's ``results/`` (unless
+    ``LNLKIT_RESULTS`` says otherwise), whatever the kernel's working directory.
+    """
     import jupytext
     import papermill
 
+    os.environ.setdefault("LNLKIT_RESULTS", str(ROOT / "results"))
     source = ROOT / "book" / f"{name}.md"
     NOTEBOOKS.mkdir(parents=True, exist_ok=True)
     converted = BUILD / "unexecuted" / f"{name}.ipynb"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 
@@ -14,8 +15,13 @@ from .profiles import PROFILES
 
 def _noise_command(args) -> None:
     from .data import load_dataset
-    from .noise import make_noise
+    from .noise import check_noise_arguments, make_noise
 
+    from pathlib import Path
+
+    if Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a folder; give a file name, e.g. {Path(args.out) / 'labels.npz'}")
+    check_noise_arguments(args.kind, args.rate, args.seed, args.label_set)
     train = load_dataset(args.dataset).train
     noisy = make_noise(args.kind, train, rate=args.rate, seed=args.seed, label_set=args.label_set)
     noisy.save(args.out)
@@ -25,7 +31,7 @@ def _noise_command(args) -> None:
 def _run_command(args) -> None:
     from .run import run_experiment
 
-    overrides = {"epochs": args.epochs} if args.epochs else {}
+    overrides = {"epochs": args.epochs} if args.epochs is not None else {}
     if args.device:
         overrides["device"] = args.device
     options = {name: _parse_value(value) for name, value in (args.option or [])}
@@ -59,6 +65,7 @@ def _book_command(args) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lnlkit", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p):
@@ -81,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--profile", choices=PROFILES, default="smoke")
     run.add_argument("--epochs", type=int, help="override the profile's number of epochs")
     run.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
-    run.add_argument("--out-dir", help="results folder (default: results/ of the checkout)")
+    run.add_argument("--out-dir", help="results folder (default: $LNLKIT_RESULTS, else ./results)")
     run.add_argument("--option", nargs=2, action="append", metavar=("NAME", "VALUE"),
                      help="a method option, e.g. --option official_code true (CausalNL)")
     run.add_argument("--held-out", type=float, default=0.0, metavar="FRACTION",
@@ -100,10 +107,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Exit codes: 0 done; 2 a mistake in the command (the message names it and the fix); 1 a fault
+    outside the user's control (missing or damaged data, a full disk, ...); 130 interrupted.
+    Tracebacks only with ``--debug``."""
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (DataUnavailableError, ValueError) as err:  # one clear message, no traceback
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt as interrupt:
+        print(f"interrupted. {interrupt}".strip() if str(interrupt) else "interrupted.", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if args.debug:
+            raise
+        print(f"error: {describe_error(error)}", file=sys.stderr)
+        return 2 if isinstance(error, (ValueError, PermissionError)) else 1
     return 0
+
+
+def describe_error(error: Exception) -> str:
+    """One or two lines for a user: what went wrong, where, and what to do."""
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        where = f" while writing {error.filename}" if error.filename else ""
+        return f"the disk is full{where}; free some space and run the command again (files written before are intact)"
+    if isinstance(error, (ValueError, PermissionError, DataUnavailableError)):
+        return str(error)
+    if isinstance(error, OSError):
+        return f"{error.strerror or error}{f': {error.filename}' if error.filename else ''}"
+    return f"{type(error).__name__}: {error} (run again with --debug for the traceback)"

@@ -31,11 +31,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import atomic_write, cache_dir, digest
+from .files import atomic_write, cache_dir, check_writable, digest
 
 CIFAR10_JPEG_ARCHIVE = "cifar10-jpeg.tar.gz"
+CIFAR10_JPEG_SHA256 = "89c58f4846e1f187375c2534522821d7943a1bb21e5620c0e565139a6c3da2f1"
 CIFAR_N_URL = "https://raw.githubusercontent.com/UCSC-REAL/cifar-10-100n/main/data/{}"
 CIFAR_N_FILES = {"cifar10": "CIFAR-10_human.pt", "cifar100": "CIFAR-100_human.pt"}
+CIFAR_N_SHA256 = {  # the files as published by CIFAR-N's authors
+    "CIFAR-10_human.pt": "873e69c39cb9b5e97fb6bae2d60bb59b38a5cbc31d2b868f7903dcb2b9dd2310",
+    "CIFAR-100_human.pt": "bd2d80409754d420292d622e15e25248ba21e37d27429efac49c8da723f44394",
+}
 # Label-set names used across lnlkit -> (data set, key in the CIFAR-N file).
 CIFAR_N_LABEL_SETS = {
     "aggre": ("cifar10", "aggre_label"),
@@ -181,33 +186,61 @@ def safe_load_pickle(path: str | Path, encoding: str = "ASCII"):
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+    h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+            h.update(block)
+    return h.hexdigest()
+
+
+def _load_decoded(cached: Path) -> dict | None:
+    """The decoded arrays, or None (and the file removed) when the cache is damaged."""
+    try:
+        with np.load(cached) as z:
+            arrays = {k: z[k] for k in z.files} | {"classes": [str(c) for c in z["classes"]]}
+        if arrays["train_x"].shape == (50000, 32, 32, 3) and arrays["test_x"].shape == (10000, 32, 32, 3):
+            return arrays
+    except Exception:  # truncated or foreign: decoded again below
+        pass
+    cached.unlink(missing_ok=True)
+    return None
 
 
 def _decode_cifar10_jpeg(archive: Path) -> dict:
-    """Decode the JPEG mirror once; cache the arrays beside the other caches."""
-    cached = cache_dir() / f"cifar10-jpeg-{_sha256(archive)[:12]}.npz"
-    if cached.exists():
-        with np.load(cached) as z:
-            return {k: z[k] for k in z.files} | {"classes": list(z["classes"])}
+    """Decode the JPEG mirror once (after checking it is the known, complete archive); cache the arrays."""
+    checksum = _sha256(archive)
+    cached = cache_dir() / f"cifar10-jpeg-{checksum[:12]}.npz"
+    if cached.exists() and (arrays := _load_decoded(cached)) is not None:
+        return arrays
+    if checksum != CIFAR10_JPEG_SHA256:
+        raise DataUnavailableError(
+            f"{archive} is not the complete CIFAR-10 JPEG archive (its sha256 is {checksum[:16]}..., the "
+            f"published one {CIFAR10_JPEG_SHA256[:16]}...): it is damaged or incomplete; copy it again.")
+    check_writable(cache_dir(), "cache folder", "point LNLKIT_CACHE at a writable folder")
     from PIL import Image
     from tqdm import tqdm
 
     images = {"train": np.empty((50000, 32, 32, 3), np.uint8), "test": np.empty((10000, 32, 32, 3), np.uint8)}
-    with tarfile.open(archive) as tar:
-        meta = None
-        for member in tqdm(tar, total=60001, desc="decoding CIFAR-10 JPEG mirror", mininterval=2,
-                           disable=None):
-            if member.name.endswith("labels.json"):
-                meta = json.load(tar.extractfile(member))
-            elif member.name.endswith(".jpg"):
-                split, stem = member.name.split("/")[-2:]
-                img = Image.open(tar.extractfile(member)).convert("RGB")
-                images[split][int(stem[:-4])] = np.asarray(img)
+    filled = {"train": np.zeros(50000, bool), "test": np.zeros(10000, bool)}
+    meta = None
+    try:
+        with tarfile.open(archive) as tar:
+            for member in tqdm(tar, total=60001, desc="decoding CIFAR-10 JPEG mirror", mininterval=2,
+                               disable=None):
+                if member.name.endswith("labels.json"):
+                    meta = json.load(tar.extractfile(member))
+                elif member.name.endswith(".jpg"):
+                    split, stem = member.name.split("/")[-2:]
+                    img = Image.open(tar.extractfile(member)).convert("RGB")
+                    images[split][int(stem[:-4])] = np.asarray(img)
+                    filled[split][int(stem[:-4])] = True
+    except (tarfile.TarError, EOFError, OSError, ValueError, KeyError) as error:
+        raise DataUnavailableError(f"{archive} cannot be read ({type(error).__name__}: {error}); copy it again.") \
+            from None
+    found = int(filled["train"].sum() + filled["test"].sum())
+    if meta is None or found < 60000:  # never cache (or use) a partial decode
+        raise DataUnavailableError(f"{archive} is incomplete: {found:,} of 60,000 images"
+                                   + ("" if meta else " and no labels.json") + "; copy it again.")
     arrays = {
         "train_x": images["train"], "train_y": np.asarray(meta["train_labels"], np.int64),
         "test_x": images["test"], "test_y": np.asarray(meta["test_labels"], np.int64),
@@ -293,7 +326,9 @@ def load_cifar_n(label_set: str, download: bool = True) -> dict[str, np.ndarray]
                 raise OSError("download disabled")
             with urllib.request.urlopen(CIFAR_N_URL.format(filename), timeout=30) as response:
                 payload = response.read()
-            with atomic_write(path) as tmp:
+            if hashlib.sha256(payload).hexdigest() != CIFAR_N_SHA256[filename]:
+                raise OSError("the downloaded file does not match the published sha256")
+            with atomic_write(path) as tmp:  # verified first, then moved into place
                 tmp.write_bytes(payload)
         except Exception as err:
             raise DataUnavailableError(
@@ -301,6 +336,11 @@ def load_cifar_n(label_set: str, download: bool = True) -> dict[str, np.ndarray]
                 f"({type(err).__name__}: {err}).\nDownload it from {CIFAR_N_URL.format(filename)} and put it into "
                 f"one of: {_roots_text()} (or a 'cifar-10n/' folder inside one)."
             ) from None
+    if (checksum := _sha256(path)) != CIFAR_N_SHA256[filename]:
+        raise DataUnavailableError(
+            f"{path} is not the published CIFAR-N file (sha256 {checksum[:16]}..., expected "
+            f"{CIFAR_N_SHA256[filename][:16]}...): it is damaged or was replaced; download it again from "
+            f"{CIFAR_N_URL.format(filename)}.")
     table = safe_load_pickle(path)
     return {"noisy": np.asarray(table[key], np.int64), "clean": np.asarray(table["clean_label"], np.int64),
             "file": str(path)}

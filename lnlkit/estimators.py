@@ -117,11 +117,11 @@ class CLIPEstimator(Estimator):
         tag = open_clip.get_pretrained_cfg(model_name, source) if not os.path.isfile(source) else {}
         # OpenAI's checkpoints were trained with QuickGELU; a tag says so itself, a bare file does not.
         quick_gelu = tag.get("quick_gelu", source == "openai" or "openai" in os.path.basename(source))
-        if tag and not download:
+        if tag:  # look for the weights before asking the hub, which retries for about a minute offline
             cached = _cached_hub_file(tag.get("hf_hub", ""))
-            if cached is None:
+            if cached is None and not (download and hub_reachable()):
                 raise DataUnavailableError(clip_weights_hint(model_name, source))
-            source = cached
+            source = cached or source
         try:
             model = open_clip.create_model(model_name, pretrained=source, device=device,
                                            force_quick_gelu=quick_gelu)
@@ -177,6 +177,19 @@ class CLIPEstimator(Estimator):
         else:
             raise ValueError(f"random class kind must be 'tokens' or 'words', got {kind!r}")
         return _batched(self.encode_tokens, tokens, self.batch_size)
+
+
+def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers within ``timeout`` seconds (False when HF_HUB_OFFLINE is set)."""
+    import socket
+
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def _cached_hub_file(repo: str) -> str | None:

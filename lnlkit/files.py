@@ -45,8 +45,25 @@ def atomic_write(path: str | Path, suffix: str = ""):
         with open(tmp, "rb+") as f:  # flush to disk before the rename, so a crash keeps old or new
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as error:  # name the file the user asked for, not the temporary one
+        if error.errno is None:
+            raise
+        raise OSError(error.errno, error.strerror, str(path)) from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def check_writable(folder: str | Path, what: str, fix: str) -> Path:
+    """Create ``folder`` if needed and make sure a file can be written there, before any long work starts."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe-")
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        raise PermissionError(f"the {what} {folder} is not writable ({error.strerror or error}); {fix}") from None
+    return folder
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:

@@ -124,8 +124,18 @@ def _check_labels(labels, num_classes: int) -> np.ndarray:
     return labels.astype(np.int64)
 
 
+MAX_SEED = 2**32 - 1  # NumPy's legacy seeding (Xia et al.'s IDN) takes seeds up to here
+
+
+def check_seed(seed, what: str = "seed") -> int:
+    """A seed usable by NumPy and torch: an integer in [0, 2**32 - 1]; otherwise a ValueError naming it."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"the {what} must be an integer in [0, {MAX_SEED}], got {seed!r}")
+    return int(seed)
+
+
 def _check_rate(rate: float) -> float:
-    if not (0.0 <= rate < 1.0):
+    if isinstance(rate, bool) or not isinstance(rate, (int, float, np.floating)) or not (0.0 <= rate < 1.0):
         raise ValueError(f"noise rate must lie in [0, 1), got {rate}")
     return float(rate)
 
@@ -288,17 +298,31 @@ def human_noise(label_set: str, clean_labels=None, download: bool = True) -> Noi
                        info={"label_set": label_set, "file": table["file"]})
 
 
-def make_noise(kind: str, data, rate: float | None = None, seed: int = 1, label_set: str | None = None,
-               **options) -> NoisyLabels:
-    """Noisy labels of kind ``kind`` for a :class:`lnlkit.data.LabelledData` training split."""
+def check_noise_arguments(kind: str, rate, seed, label_set) -> None:
+    """Refuse a combination that would be ignored or fail later (e.g. a rate with human labels), before any work."""
     if kind not in KINDS:
         raise ValueError(f"unknown noise kind {kind!r}; choose from {KINDS}")
     if kind == "human":
         if label_set is None:
-            raise ValueError("human noise needs a label set, e.g. label_set='worst'")
-        return human_noise(label_set, data.labels)
+            raise ValueError("human noise needs a label set (--label-set), e.g. worst")
+        if rate is not None:
+            raise ValueError(f"human noise takes no rate (--rate): its rate is that of the label set {label_set!r}; "
+                             "leave --rate out")
+        return
+    if label_set is not None:
+        raise ValueError(f"a label set (--label-set {label_set}) goes with human noise only, not {kind}")
     if rate is None:
-        raise ValueError(f"{kind} noise needs a rate in [0, 1)")
+        raise ValueError(f"{kind} noise needs a rate in [0, 1) (--rate)")
+    _check_rate(rate)
+    check_seed(seed, "noise seed (--noise-seed; --seed for the noise command)")
+
+
+def make_noise(kind: str, data, rate: float | None = None, seed: int = 1, label_set: str | None = None,
+               **options) -> NoisyLabels:
+    """Noisy labels of kind ``kind`` for a :class:`lnlkit.data.LabelledData` training split."""
+    check_noise_arguments(kind, rate, seed, label_set)
+    if kind == "human":
+        return human_noise(label_set, data.labels)
     if kind == "symmetric":
         return symmetric_noise(data.labels, data.num_classes, rate, seed)
     if kind == "pairflip":

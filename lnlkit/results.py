@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import subprocess
+import warnings
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -23,11 +24,13 @@ def project_root() -> Path | None:
 
 
 def results_dir() -> Path:
-    """``$LNLKIT_RESULTS``, else ``results/`` of the checkout, else ``./results``."""
+    """``$LNLKIT_RESULTS``, else ``results/`` in the working directory (never beside an installed package).
+
+    The book sets ``LNLKIT_RESULTS`` to the checkout's ``results/`` when it executes chapters.
+    """
     if os.environ.get("LNLKIT_RESULTS"):
         return Path(os.environ["LNLKIT_RESULTS"])
-    root = project_root()
-    return (root if root else Path.cwd()) / "results"
+    return Path.cwd() / "results"
 
 
 def git_commit() -> str:
@@ -92,8 +95,15 @@ def load_results(directory: str | Path | None = None, **where) -> list[dict]:
     directory = Path(directory) if directory else results_dir()
     records = []
     for path in sorted(directory.glob("*.json")):
-        record = json.loads(path.read_text())
-        if all(record.get("run", {}).get(k) == v for k, v in where.items()):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            warnings.warn(f"skipping {path}: not a readable JSON file ({error})", stacklevel=2)
+            continue
+        if not isinstance(record, dict) or not isinstance(record.get("run"), dict) or "final" not in record:
+            warnings.warn(f"skipping {path}: not an lnlkit result file", stacklevel=2)
+            continue
+        if all(record["run"].get(k) == v for k, v in where.items()):
             records.append(record | {"file": path.name})
     return records
 

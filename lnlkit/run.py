@@ -25,13 +25,13 @@ import numpy as np
 import torch
 
 from .data import LabelledData, hold_out, load_dataset, validation_split
-from .files import atomic_write, cache_dir, code_digest, digest
-from .methods import build_method
-from .noise import NoisyLabels, make_noise
+from .files import atomic_write, cache_dir, check_writable, code_digest, digest
+from .methods import METHODS, build_method, coerce_options
+from .noise import NoisyLabels, check_noise_arguments, check_seed, make_noise
 from .profiles import train_config
 from .results import provenance, results_dir, write_result
 from .stages import StageCache
-from .trainer import Trainer
+from .trainer import Trainer, resolve_device
 
 
 def run_name(*, method: str, dataset: str, noise: str, rate: float | None, label_set: str | None,
@@ -167,13 +167,25 @@ def run_experiment(*, method: str, dataset: str, noise: str, rate: float | None 
         configuration, data, noise and lnlkit code) was trained before; otherwise train and
         store it. Chapters use this, so re-executing one does not retrain.
     """
-    noise_seed = seed if noise_seed is None else noise_seed
+    # Everything that can be refused is refused here, before data is loaded or anything is written.
     config = train_config(profile, dataset, method, seed=seed, progress=progress, **(config_overrides or {}))
+    noise_seed = check_seed(seed if noise_seed is None else noise_seed, "noise seed (--noise-seed)")
+    check_noise_arguments(noise, rate, noise_seed, label_set)
+    resolve_device(config.device)
+    if not 0.0 <= held_out < 1.0:
+        raise ValueError(f"the held-out fraction (--held-out) must lie in [0, 1), got {held_out}")
+    algorithm = build_method(method, **(method_options or {}))
+    options = coerce_options(method, METHODS[method], method_options or {})  # "false" and False: one run
+    if init_from is not None and not Path(init_from).is_file():
+        raise ValueError(f"the weights to start from (init_from) do not exist: {init_from}")
+    out_dir = Path(out_dir) if out_dir else results_dir()
+    if save:
+        check_writable(out_dir, "results folder", "choose another with --out-dir or LNLKIT_RESULTS")
+    if save or cache:
+        check_writable(cache_dir(), "cache folder", "point LNLKIT_CACHE at a writable folder")
     data = experiment_data(dataset=dataset, noise=noise, rate=rate, label_set=label_set, noise_seed=noise_seed,
                            held_out=held_out, val_fraction=config.val_fraction)
     train, val, reference, noisy = data.train, data.val, data.reference, data.noise
-    options = dict(method_options or {})
-    algorithm = build_method(method, **options)
 
     spec = {"method": method, "dataset": dataset, "noise": noise, "rate": rate, "label_set": label_set,
             "noise_seed": noise_seed, "seed": seed, "profile": profile, "held_out": held_out}
@@ -184,7 +196,6 @@ def run_experiment(*, method: str, dataset: str, noise: str, rate: float | None 
     name = run_name(**{k: spec[k] for k in ("method", "dataset", "noise", "rate", "label_set", "noise_seed",
                                              "seed", "profile")},
                     fingerprint=digest(spec, options, config_for_name, init_digest))
-    out_dir = Path(out_dir) if out_dir else results_dir()
     checkpoint = Path(checkpoint_dir or out_dir.parent / "checkpoints") / f"{name}.pt" if save else None
 
     trainer = Trainer(algorithm, train, data.test, config, val=val, reference=reference,

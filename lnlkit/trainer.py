@@ -26,6 +26,7 @@ from .data import LabelledData
 from .files import atomic_write, digest
 from .methods.base import ParameterGroup, RunFacts
 from .models import build_model
+from .noise import check_seed
 from .stages import StageCache
 
 
@@ -53,6 +54,15 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self):
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not self.lr > 0:
+            raise ValueError(f"the learning rate must be positive, got {self.lr!r}")
+        if self.crop_padding < 0 or self.weight_decay < 0:
+            raise ValueError("crop_padding and weight_decay must not be negative")
+        check_seed(self.seed, "training seed (--seed)")
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.schedule not in ("constant", "multistep", "cosine", "coteaching"):
@@ -77,7 +87,25 @@ def lr_and_beta1(config: TrainConfig, epoch: int) -> tuple[float, float]:
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else ("cpu" if name == "auto" else name))
+    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``; a clear error otherwise."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {name!r}; use cpu, cuda or cuda:N (or leave --device out)") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {name!r} is not supported; use cpu, cuda or cuda:N")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: no CUDA GPU is available here; use --device cpu (or leave it out)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+    return device
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; the message says what was kept and how to resume."""
 
 
 class DeviceData:
@@ -350,7 +378,14 @@ class Trainer:
                    initial=start, total=cfg.epochs)
         for epoch in bar:
             tic = time.perf_counter()
-            record = {"epoch": epoch + 1, **self.train_epoch(epoch)}
+            try:
+                record = {"epoch": epoch + 1, **self.train_epoch(epoch)}
+            except KeyboardInterrupt:
+                bar.close()
+                kept = (f"{len(self.history)} finished epoch(s) are in {self.checkpoint_path}; run the same command "
+                        "again to resume from there" if self.checkpoint_path and self.history
+                        else "no epoch had finished, so nothing was kept")
+                raise RunInterrupted(f"Training stopped in epoch {epoch + 1}: {kept}.") from None
             accs = [self.evaluate(net, self.test, self.test.clean_labels)[1] for net in self.networks]
             record |= {"test_acc": accs[0], "test_acc_per_network": accs}
             if self.val is not None:

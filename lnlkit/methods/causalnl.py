@@ -203,6 +203,10 @@ class CausalNL(Method):
                                        ("latent_noise", latent_noise, ("normal", "uniform"))]:
             if value not in allowed:
                 raise ValueError(f"{option} must be one of {allowed}, got {value!r}")
+        if z_dim is not None and z_dim < 1:
+            raise ValueError(f"z_dim must be at least 1, got {z_dim}")
+        if temperature <= 0 or min(recon_weight, noisy_label_weight, entropy_weight, kl_weight) < 0:
+            raise ValueError("CausalNL's temperature must be positive and its term weights non-negative")
         self.z_dim = z_dim
         self.coteaching = CoTeaching(rate, ramp_epochs)  # holds the forget rate and its ramp
         self.weights = {"reconstruction": recon_weight, "noisy_label_nll": noisy_label_weight,

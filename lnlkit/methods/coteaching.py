@@ -44,6 +44,8 @@ class CoTeaching(Method):
     def __init__(self, rate: float | None = None, ramp_epochs: int = 10, official_loss_scaling: bool = False):
         if rate is not None and not 0.0 <= rate < 1.0:
             raise ValueError(f"Co-teaching forget rate must lie in [0, 1), got {rate}")
+        if ramp_epochs < 1:
+            raise ValueError(f"Co-teaching's ramp_epochs must be at least 1, got {ramp_epochs}")
         self.rate, self.ramp_epochs, self.official_loss_scaling = rate, ramp_epochs, official_loss_scaling
 
     def prepare(self, facts, stages) -> None:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from scipy.stats import rankdata
 
-from ..estimators import CLIPEstimator, proxy_from_state, proxy_state, train_proxy_estimator
+from ..estimators import CLIPEstimator, Estimator, proxy_from_state, proxy_state, train_proxy_estimator
 from ..stats import auroc
 from .base import Method
 
@@ -117,11 +117,14 @@ class OSA(Method):
     example_options = {"estimator": "proxy"}
     example_held_out = 0.3
 
-    def __init__(self, estimator="clip", scoring: str = "paper", num_random_pairs: int = 256,
+    def __init__(self, estimator: str | Estimator = "clip", scoring: str = "paper", num_random_pairs: int = 256,
                  random_images: str = "uniform", random_classes: str | None = None, seed: int = 0,
                  proxy_epochs: int = 30):
         if scoring not in SCORINGS:
             raise ValueError(f"scoring must be one of {SCORINGS}, got {scoring!r}")
+        for option, value in [("num_random_pairs", num_random_pairs), ("proxy_epochs", proxy_epochs)]:
+            if value < 1:
+                raise ValueError(f"OSA's {option} must be at least 1, got {value}")
         if isinstance(estimator, str) and estimator not in ("clip", "proxy"):
             raise ValueError(f"estimator must be 'clip', 'proxy' or an Estimator, got {estimator!r}")
         self.estimator, self.scoring, self.num_random_pairs = estimator, scoring, num_random_pairs
