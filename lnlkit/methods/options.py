@@ -32,37 +32,53 @@ def _declared(cls) -> dict:
     return declared
 
 
+def _as_none(value):
+    if value is None or (isinstance(value, str) and value.lower() in _NONE):
+        return None
+    raise TypeError
+
+
+def _as_bool(value):
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+        return value.lower() in _TRUE
+    raise TypeError
+
+
+def _as_number(kind):
+    def convert(value):
+        if isinstance(value, bool):  # True is an int to Python, not a number to a user
+            raise TypeError
+        if isinstance(value, int) or (kind is float and isinstance(value, float)):
+            return kind(value)
+        if isinstance(value, str):
+            try:
+                return kind(value)
+            except ValueError:
+                raise TypeError from None
+        raise TypeError
+    return convert
+
+
+def _as_str(value):
+    if isinstance(value, str):
+        return value
+    raise TypeError
+
+
+CONVERTERS = {type(None): _as_none, bool: _as_bool, int: _as_number(int), float: _as_number(float), str: _as_str}
+
+
 def _coerce(value, allowed: tuple):
     """``value`` as the first of ``allowed`` it fits; strings (from the command line) are parsed."""
     for kind in allowed:
-        if kind is type(None):
-            if value is None or (isinstance(value, str) and value.lower() in _NONE):
-                return None
-        elif kind is bool:
-            if isinstance(value, bool):
-                return value
-            if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
-                return value.lower() in _TRUE
-        elif kind is int:
-            if isinstance(value, int) and not isinstance(value, bool):
-                return value
-            if isinstance(value, str):
-                try:
-                    return int(value)
-                except ValueError:
-                    pass
-        elif kind is float:
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                return float(value)
-            if isinstance(value, str):
-                try:
-                    return float(value)
-                except ValueError:
-                    pass
-        elif kind is str:
-            if isinstance(value, str):
-                return value
-        elif kind is object or isinstance(value, kind):
+        if kind in CONVERTERS:
+            try:
+                return CONVERTERS[kind](value)
+            except TypeError:
+                continue
+        if kind is object or isinstance(value, kind):
             return value
     raise TypeError
 
