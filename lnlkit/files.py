@@ -24,7 +24,11 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 def cache_dir() -> Path:
     """``$LNLKIT_CACHE``, default ``~/.cache/lnlkit``: decoded data, stage artefacts, cached runs."""
     path = Path(os.environ.get("LNLKIT_CACHE", Path.home() / ".cache" / "lnlkit"))
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise PermissionError(f"the cache folder {path} cannot be created ({error.strerror or error}); "
+                              "point LNLKIT_CACHE at a writable folder") from None
     return path
 
 

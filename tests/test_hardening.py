@@ -327,3 +327,11 @@ def test_processes_writing_one_result_file_at_once_never_collide_or_tear(tmp_pat
     assert all(p.returncode == 0 for p in procs), errors
     assert torn == 0 and reads > 0
     assert [p.name for p in tmp_path.iterdir()] == ["shared.json"]
+
+
+def test_an_unwritable_cache_folder_is_reported_before_any_work(tmp_path, capsys, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("LNLKIT_CACHE", str(blocker / "cache"))
+    code, err, _ = _cli(DIGITS_RUN + ["--out-dir", str(tmp_path / "results")], capsys)
+    assert code == 2 and "cache" in err and "LNLKIT_CACHE" in err

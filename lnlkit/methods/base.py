@@ -30,10 +30,8 @@ A method's life in a run, in order:
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -54,7 +52,6 @@ class RunFacts:
     device: torch.device
     seed: int  # the training seed
     reference: LabelledData | None = None  # a clean held-out split (proxy external knowledge), if any
-    identity: dict = field(default_factory=dict)  # data set, source, noise and seeds: for stage keys
 
     @property
     def class_names(self) -> list[str]:
@@ -155,9 +152,3 @@ class Method:
 
     def load_state_dict(self, state: dict) -> None:
         pass
-
-
-def json_ready(value):
-    """Plain JSON values from NumPy scalars and arrays (for ``options`` and records)."""
-    return json.loads(json.dumps(value, default=lambda v: v.tolist() if isinstance(v, (np.ndarray, np.generic))
-                                 else str(v)))
