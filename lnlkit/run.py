@@ -181,8 +181,8 @@ def run_experiment(*, method: str, dataset: str, noise: str, rate: float | None 
     out_dir = Path(out_dir) if out_dir else results_dir()
     if save:
         check_writable(out_dir, "results folder", "choose another with --out-dir or LNLKIT_RESULTS")
-    if save or cache:
-        check_writable(cache_dir(), "cache folder", "point LNLKIT_CACHE at a writable folder")
+    # Stages are cached on every run (finished runs too with ``cache``), so the cache must be writable.
+    check_writable(cache_dir(), "cache folder", "point LNLKIT_CACHE at a writable folder")
     data = experiment_data(dataset=dataset, noise=noise, rate=rate, label_set=label_set, noise_seed=noise_seed,
                            held_out=held_out, val_fraction=config.val_fraction)
     train, val, reference, noisy = data.train, data.val, data.reference, data.noise

@@ -158,16 +158,15 @@ class OSA(Method):
             return self._proxy_estimator(facts, stages)
         return self.estimator
 
-    def _scores(self, estimator) -> dict:
+    def _scores(self, estimator, train) -> dict:
         random_classes = self.random_classes or estimator.default_random_classes
         beta = space_shift(estimator, self.num_random_pairs, self.random_images, random_classes, self.seed)
         # Scored once, un-augmented: the "one step" of OSA.
-        images = torch.from_numpy(np.ascontiguousarray(self._train.inputs.transpose(0, 3, 1, 2)))
-        similarity = estimator.pair_similarity(images, torch.as_tensor(self._train.noisy_labels))
+        images = torch.from_numpy(np.ascontiguousarray(train.inputs.transpose(0, 3, 1, 2)))
+        similarity = estimator.pair_similarity(images, torch.as_tensor(train.noisy_labels))
         return {"beta": beta, "similarity": similarity.cpu(), "random_classes": random_classes}
 
     def prepare(self, facts, stages) -> None:
-        self._train = facts.train
         if isinstance(self.estimator, str):
             depends_on = {"estimator": self.estimator, "train": facts.train.digest(),
                           "num_random_pairs": self.num_random_pairs, "random_images": self.random_images,
@@ -178,10 +177,9 @@ class OSA(Method):
             else:
                 depends_on |= {"classes": facts.class_names,
                                "weights": os.environ.get("LNLKIT_CLIP_WEIGHTS") or "ViT-B-32/openai"}
-            scores = stages.run("osa-scores", depends_on, lambda: self._scores(self._estimator(facts, stages)))
+            scores = stages.run("osa-scores", depends_on, lambda: self._scores(self._estimator(facts, stages), facts.train))
         else:
-            scores = self._scores(self.estimator)
-        del self._train
+            scores = self._scores(self.estimator, facts.train)
         self.beta, self.random_classes = float(scores["beta"]), scores["random_classes"]
         self.similarity = scores["similarity"].float()
         # Measurement only: how well the weights separate clean from noisy pairs.
