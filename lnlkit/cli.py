@@ -1,4 +1,4 @@
-"""Command line: ``python -m lnlkit noise ...``, ``python -m lnlkit run ...``, ``python -m lnlkit book ...``."""
+"""Command line: ``python -m lnlkit noise|run|sweep|book ...``."""
 
 from __future__ import annotations
 
@@ -49,6 +49,45 @@ def _run_command(args) -> None:
           f"({record['wall_time_s']:.0f} s on {record['device']})\nwrote {result.path}")
 
 
+def _sweep_command(args) -> None:
+    from .sweep import TABLES, grid, sweep, sweep_summary, table_specs
+
+    if args.list_tables:
+        for name, table in TABLES.items():
+            print(f"{name}: {table['about']}")
+        return
+    if args.table:
+        if args.methods or args.noise or args.option:
+            raise ValueError("--table fixes the methods, noise and options; leave out --methods, --noise and --option")
+        specs = table_specs(args.table, seeds=args.seeds, profile=args.profile)
+    else:
+        if not args.methods or not args.noise:
+            raise ValueError("give --table NAME, or a grid: --methods ... --noise KIND (--rates ... or --label-sets ...)")
+        if args.noise == "human":
+            if not args.label_sets:
+                raise ValueError("human noise needs --label-sets (e.g. worst aggre)")
+            settings = [("human", None, label_set) for label_set in args.label_sets]
+        else:
+            if not args.rates:
+                raise ValueError(f"{args.noise} noise needs --rates (e.g. --rates 0.2 0.4)")
+            settings = [(args.noise, rate, None) for rate in args.rates]
+        options: dict = {}
+        for name, value in args.option or []:
+            method, _, option = name.rpartition(".")
+            for target in ([method] if method else args.methods):
+                options.setdefault(target, {})[option] = _parse_value(value)
+        specs = grid(methods=args.methods, dataset=args.dataset, settings=settings, seeds=args.seeds or [1],
+                     profile=args.profile or "smoke", method_options=options, held_out=args.held_out)
+    report = sweep(specs, out_dir=args.out_dir, executor=args.executor, workers=args.workers, logs=args.logs,
+                   partition=args.partition, gpus=args.gpus, time_min=args.time, cpus=args.cpus,
+                   mem_gb=args.mem_gb, dry_run=args.dry_run)
+    print(report.summary())
+    if not args.dry_run:
+        print(sweep_summary(specs, args.out_dir))
+    if report.failed:
+        raise RuntimeError(f"{len(report.failed)} run(s) failed (listed above); the others are kept")
+
+
 def _parse_value(text: str):
     """'true' -> True, '0.1' -> 0.1, 'mse' -> 'mse' (JSON where it parses, else the string)."""
     try:
@@ -95,6 +134,38 @@ def build_parser() -> argparse.ArgumentParser:
                      help="keep this fraction of the training set aside, clean, for a proxy estimator "
                           "(OSA: --option estimator proxy); no method trains on it")
     run.set_defaults(func=_run_command)
+
+    from .sweep import EXECUTORS, TABLES
+
+    sweep = sub.add_parser("sweep", help="run a grid of runs or a named paper table; finished runs are skipped",
+                           description="Runs whose result file exists are skipped and an interrupted run resumes "
+                                       "from its checkpoint, so the same command continues a sweep.")
+    sweep.add_argument("--table", choices=sorted(TABLES), help="a paper table (see --list-tables)")
+    sweep.add_argument("--list-tables", action="store_true", help="list the named tables and exit")
+    sweep.add_argument("--methods", nargs="+", choices=sorted(METHODS))
+    sweep.add_argument("--dataset", choices=DATASETS, default="cifar10")
+    sweep.add_argument("--noise", choices=KINDS)
+    sweep.add_argument("--rates", nargs="+", type=float)
+    sweep.add_argument("--label-sets", nargs="+", choices=sorted(CIFAR_N_LABEL_SETS), help="for --noise human")
+    sweep.add_argument("--seeds", nargs="+", type=int, help="training seeds (= noise seeds); default 1 (table: 1 2 3)")
+    sweep.add_argument("--profile", choices=PROFILES, help="default smoke (table: its own, cpu)")
+    sweep.add_argument("--held-out", type=float, default=0.0, metavar="FRACTION")
+    sweep.add_argument("--option", nargs=2, action="append", metavar=("[METHOD.]NAME", "VALUE"),
+                       help="a method option for every method, or for one: --option osa.estimator proxy")
+    sweep.add_argument("--executor", choices=EXECUTORS, default="local",
+                       help="local: this machine; slurm: one job per run through submitit; submitit-local: "
+                            "submitit's jobs as local subprocesses")
+    sweep.add_argument("--workers", type=int, default=1, help="local: runs at a time, sharing the cores")
+    sweep.add_argument("--partition", help="slurm partition")
+    sweep.add_argument("--gpus", type=int, default=0, help="slurm: GPUs per job")
+    sweep.add_argument("--cpus", type=int, help="slurm: CPUs per job")
+    sweep.add_argument("--mem-gb", type=float, help="slurm: memory per job")
+    sweep.add_argument("--time", type=int, default=120, metavar="MINUTES",
+                       help="slurm: time limit per job (a job that reaches it is requeued and resumes)")
+    sweep.add_argument("--logs", default="sweep-logs", help="submitit: folder for job logs")
+    sweep.add_argument("--out-dir", help="results folder (default: $LNLKIT_RESULTS, else ./results)")
+    sweep.add_argument("--dry-run", action="store_true", help="list the runs still to do; run nothing")
+    sweep.set_defaults(func=_sweep_command)
 
     book = sub.add_parser("book", help="execute the chapters with papermill and build the HTML book")
     book.add_argument("--profile", choices=PROFILES, default="smoke")

@@ -312,8 +312,10 @@ def train_proxy_estimator(reference: LabelledData, model: str = "small_cnn", emb
         labels = torch.as_tensor(reference.labels)
         mean, std = images.mean((0, 2, 3)), images.std((0, 2, 3)).clamp_min(1e-6)
         x_all = ((images - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)).to(device)
-        encoder = ProjectedEncoder(build_model(model, reference.num_classes, reference.inputs.shape[1:]), embed_dim)
-        encoder.to(device)
+        network = build_model(model, reference.num_classes, reference.inputs.shape[1:]).to(device)
+        if hasattr(network, "init_from_data"):  # patch whitening (CompactResNet): images only
+            network.init_from_data(x_all[:5000])
+        encoder = ProjectedEncoder(network, embed_dim).to(device)
         class_vectors = nn.Parameter(torch.randn(reference.num_classes, embed_dim, generator=gen).to(device))
         optimizer = torch.optim.Adam([*encoder.parameters(), class_vectors], lr=lr)
         for _ in range(epochs):

@@ -50,24 +50,33 @@ def citation(row) -> str:
     return f"{row['paper']}, {row['table']}, row {row['method']}, column {row['noise']}"
 
 
-def paper_vs_ours(ours: pd.DataFrame, dataset: str, metric: str = "last10_mean") -> pd.DataFrame:
+METRIC_NAMES = {"last10_mean": "last-10 mean", "final": "final epoch", "at_min_val_loss": "at min. noisy-val loss",
+                "oracle_best": "oracle best epoch"}
+
+
+def paper_vs_ours(ours: pd.DataFrame, dataset: str, metric: str | list = "last10_mean") -> pd.DataFrame:
     """Our mean ± 95 % CI over seeds beside each paper's number for the same method and noise, with citations.
 
-    ``ours`` is :func:`lnlkit.results.results_frame` output. Each row names our setting
-    (profile, network, epochs, data source) so a reader sees what differs from the paper's.
+    ``ours`` is :func:`lnlkit.results.results_frame` output; ``metric`` one of its accuracy
+    columns, or a list of them (one column each). Each row names our setting (profile, network,
+    epochs, data source) so a reader sees what differs from the paper's.
     """
+    metrics = [metric] if isinstance(metric, str) else list(metric)
     if ours.empty:
         return pd.DataFrame()
     ours = ours[ours["dataset"] == dataset]
-    keys = ["noise", "method", "profile", "epochs", "model", "data_source"]
+    if "held_out" not in ours:
+        ours = ours.assign(held_out=0.0)
+    keys = ["noise", "method", "held_out", "profile", "epochs", "model", "data_source"]
     rows = []
     for values, part in ours.groupby(keys, sort=False):
         setting = dict(zip(keys, values))
         papers = paper_numbers(dataset=dataset, method=setting["method"], noise=setting["noise"])
         cited = [f"{p['value']:.2f}" + (f" ± {p['sd']:.2f}" if pd.notna(p.get("sd")) else "") +
                  f" ({citation(p)}; {p['metric']})" for _, p in papers.iterrows()]
-        rows.append({"noise": setting["noise"], "method": setting["method"],
-                     f"ours: {metric.replace('_', ' ')} (%)": mean_ci(part[metric]).format(2),
+        trained_on = f" (trained on {100 * (1 - setting['held_out']):.0f} %)" if setting["held_out"] else ""
+        rows.append({"noise": setting["noise"], "method": setting["method"] + trained_on,
+                     **{f"ours: {METRIC_NAMES.get(m, m)} (%)": mean_ci(part[m]).format(2) for m in metrics},
                      "seeds": len(part), "paper (%)": "; ".join(cited) or "—",
                      "our setting": f"profile {setting['profile']}, {setting['model']}, {setting['epochs']} epochs, "
                                     f"{setting['data_source']}"})

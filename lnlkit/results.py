@@ -117,6 +117,8 @@ def results_frame(records: list[dict]) -> pd.DataFrame:
                      "profile": run["profile"], "noise_seed": run.get("noise_seed", run["seed"]),
                      "seed": run["seed"], "epochs": r["train_config"]["epochs"],
                      "model": r["train_config"]["model"],
+                     "held_out": run.get("held_out", 0.0),
+                     "final": 100 * final["test_acc_final"],
                      "last10_mean": 100 * final["test_acc_last10_mean"],
                      "at_min_val_loss": 100 * final.get("test_acc_at_min_val_loss", float("nan")),
                      "oracle_best": 100 * final["test_acc_oracle_best"],

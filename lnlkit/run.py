@@ -31,7 +31,7 @@ from .noise import NoisyLabels, check_noise_arguments, check_seed, make_noise
 from .profiles import train_config
 from .results import provenance, results_dir, write_result
 from .stages import StageCache
-from .trainer import Trainer, resolve_device
+from .trainer import TrainConfig, Trainer, resolve_device
 
 
 def run_name(*, method: str, dataset: str, noise: str, rate: float | None, label_set: str | None,
@@ -129,14 +129,96 @@ class RunResult:
         net, trainer = self.networks[network].eval(), self.trainer
         out = []
         for start in range(0, len(raw), batch_size):
-            x = trainer.prepare(trainer.train.normalise(raw[start:start + batch_size]))
-            with trainer.autocast():
-                out.append(net(x).float().softmax(1))
+            out.append(trainer.logits(net, trainer.train.normalise(raw[start:start + batch_size])).softmax(1))
         return torch.cat(out).cpu().numpy()
 
     def save_weights(self, path: str | Path) -> Path:
         """The classifiers' weights, for a later phase or run to start from (``init_from=path``)."""
         return self.trainer.save_weights(path)
+
+
+@dataclass
+class RunPlan:
+    """What a run will be, known before any data is loaded: its configuration, name and files."""
+
+    spec: dict  # method, dataset, noise, rate, label_set, noise_seed, seed, profile, held_out
+    options: dict  # the method's options, type-checked
+    config: TrainConfig
+    name: str
+    result_path: Path
+    checkpoint_path: Path
+    init_digest: str | None = None
+
+
+def plan_run(*, method: str, dataset: str, noise: str, rate: float | None = None, label_set: str | None = None,
+             noise_seed: int | None = None, seed: int = 1, profile: str = "smoke", held_out: float = 0.0,
+             method_options: dict | None = None, config_overrides: dict | None = None,
+             init_from: str | Path | None = None, out_dir: str | Path | None = None,
+             checkpoint_dir: str | Path | None = None, progress: bool = True) -> RunPlan:
+    """Check every argument of a run (a mistake is refused here, before any work) and name its files.
+
+    :func:`run_experiment` starts with this; a sweep uses it to skip runs whose result file exists.
+    """
+    config = train_config(profile, dataset, method, seed=seed, progress=progress, **(config_overrides or {}))
+    noise_seed = check_seed(seed if noise_seed is None else noise_seed, "noise seed (--noise-seed)")
+    check_noise_arguments(noise, rate, noise_seed, label_set)
+    resolve_device(config.device)
+    if not 0.0 <= held_out < 1.0:
+        raise ValueError(f"the held-out fraction (--held-out) must lie in [0, 1), got {held_out}")
+    build_method(method, **(method_options or {}))
+    options = coerce_options(method, METHODS[method], method_options or {})  # "false" and False: one run
+    if init_from is not None and not Path(init_from).is_file():
+        raise ValueError(f"the weights to start from (init_from) do not exist: {init_from}")
+    spec = {"method": method, "dataset": dataset, "noise": noise, "rate": rate, "label_set": label_set,
+            "noise_seed": noise_seed, "seed": seed, "profile": profile, "held_out": held_out}
+    init_digest = digest(Path(init_from).read_bytes()) if init_from else None
+    config_for_name = {k: v for k, v in asdict(config).items() if k != "progress"}
+    name = run_name(**{k: spec[k] for k in ("method", "dataset", "noise", "rate", "label_set", "noise_seed",
+                                             "seed", "profile")},
+                    fingerprint=digest(spec, options, config_for_name, init_digest))
+    out_dir = Path(out_dir) if out_dir else results_dir()
+    checkpoints = Path(checkpoint_dir) if checkpoint_dir else out_dir.parent / "checkpoints"
+    return RunPlan(spec, options, config, name, out_dir / f"{name}.json", checkpoints / f"{name}.pt", init_digest)
+
+
+def _build_trainer(plan: RunPlan, method_options: dict | None, init_from, checkpoint=None):
+    """Data, noise and splits of a planned run, and the trainer with the method built from its options."""
+    spec = plan.spec
+    algorithm = build_method(spec["method"], **(method_options or {}))
+    # Stages are cached on every run (finished runs too with ``cache``), so the cache must be writable.
+    check_writable(cache_dir(), "cache folder", "point LNLKIT_CACHE at a writable folder")
+    data = experiment_data(dataset=spec["dataset"], noise=spec["noise"], rate=spec["rate"],
+                           label_set=spec["label_set"], noise_seed=spec["noise_seed"], held_out=spec["held_out"],
+                           val_fraction=plan.config.val_fraction)
+    identity = {"spec": spec, "method_options": plan.options, "data_source": data.train.source,
+                "train": data.train.digest(), "init_from": plan.init_digest}
+    rate = spec["rate"] if spec["rate"] is not None else data.noise.achieved_rate
+    trainer = Trainer(algorithm, data.train, data.test, plan.config, val=data.val, reference=data.reference,
+                      noise_rate=rate, stages=StageCache(), identity=identity, checkpoint_path=checkpoint,
+                      init_from=init_from)
+    return trainer, data
+
+
+def rerun_epochs(record: dict, epochs: int = 1, progress: bool = False) -> list[dict]:
+    """Train the run that ``record`` (a result file's content) describes again, for its first ``epochs``
+    epochs, with its recorded configuration; return their history entries (to compare with the file's)."""
+    import inspect
+
+    method = record["run"]["method"]
+    accepted = inspect.signature(METHODS[method]).parameters
+    # The record's method options also hold what a method measured (OSA's beta); keep the inputs only.
+    options = {k: v for k, v in record["method_options"].items() if k in accepted}
+    config = {k: (tuple(v) if isinstance(v, list) else v) for k, v in record["train_config"].items()
+              if k not in ("seed", "progress")}
+    run = record["run"]
+    plan = plan_run(method=method, dataset=run["dataset"], noise=run["noise"], rate=run["rate"],
+                    label_set=run["label_set"], noise_seed=run["noise_seed"], seed=run["seed"],
+                    profile=run["profile"], held_out=run.get("held_out", 0.0), method_options=options,
+                    config_overrides=config, progress=progress)
+    if record.get("init_from"):
+        raise ValueError("this run started from another run's weights; rerun that one first")
+    trainer, _ = _build_trainer(plan, options, None)
+    return trainer.fit(until_epoch=epochs).history
 
 
 def run_experiment(*, method: str, dataset: str, noise: str, rate: float | None = None,
@@ -167,41 +249,15 @@ def run_experiment(*, method: str, dataset: str, noise: str, rate: float | None 
         configuration, data, noise and lnlkit code) was trained before; otherwise train and
         store it. Chapters use this, so re-executing one does not retrain.
     """
-    # Everything that can be refused is refused here, before data is loaded or anything is written.
-    config = train_config(profile, dataset, method, seed=seed, progress=progress, **(config_overrides or {}))
-    noise_seed = check_seed(seed if noise_seed is None else noise_seed, "noise seed (--noise-seed)")
-    check_noise_arguments(noise, rate, noise_seed, label_set)
-    resolve_device(config.device)
-    if not 0.0 <= held_out < 1.0:
-        raise ValueError(f"the held-out fraction (--held-out) must lie in [0, 1), got {held_out}")
-    algorithm = build_method(method, **(method_options or {}))
-    options = coerce_options(method, METHODS[method], method_options or {})  # "false" and False: one run
-    if init_from is not None and not Path(init_from).is_file():
-        raise ValueError(f"the weights to start from (init_from) do not exist: {init_from}")
-    out_dir = Path(out_dir) if out_dir else results_dir()
+    plan = plan_run(method=method, dataset=dataset, noise=noise, rate=rate, label_set=label_set,
+                    noise_seed=noise_seed, seed=seed, profile=profile, held_out=held_out,
+                    method_options=method_options, config_overrides=config_overrides, init_from=init_from,
+                    out_dir=out_dir, checkpoint_dir=checkpoint_dir, progress=progress)
     if save:
-        check_writable(out_dir, "results folder", "choose another with --out-dir or LNLKIT_RESULTS")
-    # Stages are cached on every run (finished runs too with ``cache``), so the cache must be writable.
-    check_writable(cache_dir(), "cache folder", "point LNLKIT_CACHE at a writable folder")
-    data = experiment_data(dataset=dataset, noise=noise, rate=rate, label_set=label_set, noise_seed=noise_seed,
-                           held_out=held_out, val_fraction=config.val_fraction)
-    train, val, reference, noisy = data.train, data.val, data.reference, data.noise
-
-    spec = {"method": method, "dataset": dataset, "noise": noise, "rate": rate, "label_set": label_set,
-            "noise_seed": noise_seed, "seed": seed, "profile": profile, "held_out": held_out}
-    init_digest = digest(Path(init_from).read_bytes()) if init_from else None
-    identity = {"spec": spec, "method_options": options, "data_source": train.source,
-                "train": train.digest(), "init_from": init_digest}
-    config_for_name = {k: v for k, v in asdict(config).items() if k != "progress"}
-    name = run_name(**{k: spec[k] for k in ("method", "dataset", "noise", "rate", "label_set", "noise_seed",
-                                             "seed", "profile")},
-                    fingerprint=digest(spec, options, config_for_name, init_digest))
-    checkpoint = Path(checkpoint_dir or out_dir.parent / "checkpoints") / f"{name}.pt" if save else None
-
-    trainer = Trainer(algorithm, train, data.test, config, val=val, reference=reference,
-                      noise_rate=rate if rate is not None else noisy.achieved_rate, stages=StageCache(),
-                      identity=identity, checkpoint_path=checkpoint, init_from=init_from)
-    cached = cache_dir() / "runs" / f"{name}-{digest(trainer.fingerprint(), code_digest())}.pt" if cache else None
+        check_writable(plan.result_path.parent, "results folder", "choose another with --out-dir or LNLKIT_RESULTS")
+    trainer, data = _build_trainer(plan, method_options, init_from, checkpoint=plan.checkpoint_path if save else None)
+    train, reference, noisy, algorithm = data.train, data.reference, data.noise, trainer.method
+    cached = cache_dir() / "runs" / f"{plan.name}-{digest(trainer.fingerprint(), code_digest())}.pt" if cache else None
     if cached is not None and cached.exists():
         stored = torch.load(cached, map_location=trainer.device, weights_only=True)
         trainer.load_state(stored["state"], f"cached run {cached}")
@@ -210,7 +266,7 @@ def run_experiment(*, method: str, dataset: str, noise: str, rate: float | None 
     else:
         result = trainer.fit()
         record = {
-            "run": spec,
+            "run": plan.spec,
             "method_options": algorithm.options(),
             "train_config": result.config,
             "noise": noisy.summary(),
@@ -232,9 +288,10 @@ def run_experiment(*, method: str, dataset: str, noise: str, rate: float | None 
                 torch.save({"record": json.dumps(record, default=float), "state": trainer.state()}, tmp)
     path = None
     if save:
-        path = write_result(record, out_dir / f"{name}.json")
-        checkpoint.unlink(missing_ok=True)  # the result file now holds everything the checkpoint did
+        path = write_result(record, plan.result_path)
+        plan.checkpoint_path.unlink(missing_ok=True)  # the result file now holds everything the checkpoint did
     return RunResult(record, trainer, noisy, path)
 
 
-__all__ = ["ExperimentData", "RunResult", "experiment_data", "run_experiment", "run_name"]
+__all__ = ["ExperimentData", "RunPlan", "RunResult", "experiment_data", "plan_run", "rerun_epochs", "run_experiment",
+           "run_name"]

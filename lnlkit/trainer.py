@@ -38,19 +38,22 @@ class TrainConfig:
     optimizer: str = "adam"  # "adam" or "sgd"
     lr: float = 1e-3
     momentum: float = 0.9  # SGD momentum, or Adam's beta1 before the Co-teaching decay
+    nesterov: bool = False  # SGD with Nesterov momentum
     weight_decay: float = 0.0
-    schedule: str = "coteaching"  # "constant", "multistep", "cosine" or "coteaching"
+    schedule: str = "coteaching"  # "constant", "multistep", "cosine", "coteaching" or "onecycle"
+    warmup: float = 0.2  # onecycle: fraction of training with a linear rise to lr, then a linear fall to 0
     milestones: tuple = (100, 150)  # multistep: epochs at which lr is multiplied by gamma
     gamma: float = 0.1
     decay_start: int = 80  # coteaching: lr falls linearly to 0 from here, beta1 0.9 -> 0.1
     crop_padding: int = 4  # random crop with this zero padding (pixels); 0 = no crop
     flip: bool = True  # random horizontal flip
+    tta_flip: bool = False  # evaluate on the mean logits of each image and its mirror image
     val_fraction: float = 0.0  # noisy validation split that run_experiment makes (Xia et al./VolMinNet: 0.1)
     eval_batch_size: int = 2048
     seed: int = 1
     device: str = "auto"  # "auto" = CUDA when available
     amp: bool = True  # bfloat16 autocast on CUDA
-    channels_last: bool = True
+    channels_last: bool = True  # NHWC memory layout for images (faster convolutions on GPU and CPU)
     progress: bool = True
 
     def __post_init__(self):
@@ -65,17 +68,26 @@ class TrainConfig:
         check_seed(self.seed, "training seed (--seed)")
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
-        if self.schedule not in ("constant", "multistep", "cosine", "coteaching"):
+        if not 0.0 <= self.warmup < 1.0:
+            raise ValueError(f"warmup must lie in [0, 1), got {self.warmup}")
+        if self.schedule not in ("constant", "multistep", "cosine", "coteaching", "onecycle"):
             raise ValueError(f"unknown schedule {self.schedule!r}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must lie in [0, 1), got {self.val_fraction}")
         self.milestones = tuple(self.milestones)
 
 
-def lr_and_beta1(config: TrainConfig, epoch: int) -> tuple[float, float]:
-    """Learning rate and momentum/beta1 of an epoch (0-based): a pure function, so resume needs no state."""
+def lr_and_beta1(config: TrainConfig, epoch: float) -> tuple[float, float]:
+    """Learning rate and momentum/beta1 at an epoch (0-based; fractional within an epoch for the
+    one-cycle schedule, which changes every step): a pure function, so resume needs no state."""
     lr, beta1 = config.lr, config.momentum
-    if config.schedule == "multistep":
+    if config.schedule == "onecycle":
+        progress = epoch / config.epochs
+        if progress < config.warmup:
+            lr *= progress / config.warmup
+        else:
+            lr *= (1 - progress) / (1 - config.warmup)
+    elif config.schedule == "multistep":
         lr *= config.gamma ** sum(epoch >= m for m in config.milestones)
     elif config.schedule == "cosine":
         lr *= 0.5 * (1 + np.cos(np.pi * epoch / config.epochs))
@@ -266,6 +278,7 @@ class Trainer:
         self.test = DeviceData(test.inputs, self.device, clean_labels=test.labels, mean=self.train.mean,
                                std=self.train.std)
 
+        self.channels_last = config.channels_last and self.train.is_image
         torch.manual_seed(config.seed)
         self.networks = [build_model(config.model, self.num_classes, self.input_shape).to(self.device)
                          for _ in range(method.num_networks)]
@@ -273,15 +286,21 @@ class Trainer:
             weights = init_from if isinstance(init_from, dict) else load_weights_file(init_from)
             for net, state in zip(self.networks, weights["networks"]):
                 net.load_state_dict(state)
-        if self.device.type == "cuda" and config.channels_last and self.train.is_image:
+        else:
+            # Data-dependent initialisation (CompactResNet's patch whitening): training images only, no labels.
+            sample = self.train.normalise(self.train.inputs[:5000])
+            for net in self.networks:
+                if hasattr(net, "init_from_data"):
+                    net.init_from_data(sample)
+        if self.channels_last:
             self.networks = [net.to(memory_format=torch.channels_last) for net in self.networks]
         # Modules a method trains beside its classifiers (CausalNL's encoders and decoders).
         self.auxiliary = nn.ModuleList(method.auxiliary_networks(self)).to(self.device)
-        if self.device.type == "cuda" and config.channels_last and self.train.is_image:
+        if self.channels_last:
             self.auxiliary = self.auxiliary.to(memory_format=torch.channels_last)
         main = ParameterGroup("main", [p for net in self.networks for p in net.parameters()]
                               + list(self.auxiliary.parameters()), config.optimizer, config.lr, config.momentum,
-                              config.weight_decay)
+                              config.weight_decay, nesterov=config.nesterov)
         self.groups = [main, *method.parameter_groups(self)]
         self.optimizers = [group.build() for group in self.groups]
         self.history: list[dict] = []
@@ -295,9 +314,17 @@ class Trainer:
         return contextlib.nullcontext()
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        if self.device.type == "cuda" and self.config.channels_last and x.ndim == 4:
+        if self.channels_last and x.ndim == 4:
             return x.contiguous(memory_format=torch.channels_last)
         return x
+
+    def logits(self, net, x: torch.Tensor) -> torch.Tensor:
+        """Evaluation logits of a normalised batch; with ``tta_flip`` the mean over the image and its mirror."""
+        with self.autocast():
+            out = net(self.prepare(x)).float()
+            if self.config.tta_flip and x.ndim == 4:
+                out = (out + net(self.prepare(x.flip(3))).float()) / 2
+        return out
 
     @torch.no_grad()
     def evaluate(self, net, data: DeviceData, labels: torch.Tensor, loss_fn=None) -> tuple[float, float]:
@@ -307,8 +334,7 @@ class Trainer:
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         for idx, x in data.batches(self.config.eval_batch_size):
             y = labels[idx]
-            with self.autocast():
-                logits = net(self.prepare(x)).float()
+            logits = self.logits(net, x)
             losses = loss_fn(logits, y) if loss_fn else F.cross_entropy(logits, y, reduction="none")
             loss_sum += losses.sum()
             correct += (logits.argmax(1) == y).sum()
@@ -322,7 +348,7 @@ class Trainer:
 
     # ------------------------------------------------------------ training
 
-    def _set_learning_rates(self, epoch: int) -> float:
+    def _set_learning_rates(self, epoch: float) -> float:
         lr, beta1 = lr_and_beta1(self.config, epoch)
         factor = lr / self.config.lr if self.config.lr else 1.0
         for group, optimizer in zip(self.groups, self.optimizers):
@@ -350,7 +376,10 @@ class Trainer:
         selected_clean = torch.zeros((), dtype=torch.long, device=self.device)
         seen = 0
         gen = self.epoch_generator(epoch)
-        for idx, x in self.train.batches(cfg.batch_size, gen, cfg.crop_padding, cfg.flip):
+        steps = -(-len(self.train) // cfg.batch_size)
+        for step, (idx, x) in enumerate(self.train.batches(cfg.batch_size, gen, cfg.crop_padding, cfg.flip)):
+            if cfg.schedule == "onecycle":  # the one-cycle schedule moves every step
+                self._set_learning_rates(epoch + step / steps)
             y = self.train.noisy_labels[idx]
             batch = Batch(idx, self.prepare(x), y)
             loss, mask = self.method.batch_loss(self, batch, epoch)

@@ -29,7 +29,7 @@ def test_paper_vs_ours_cites_table_row_column_and_labels_our_setting():
                          for v in (60.0, 62.0)])
     table = paper_vs_ours(ours, "cifar10")
     # two seeds: half-width t(0.975, 1) * sd / sqrt(2) = 12.706 * 1.414 / 1.414
-    assert table.loc[0, "ours: last10 mean (%)"] == "61.00 ± 12.71"
+    assert table.loc[0, "ours: last-10 mean (%)"] == "61.00 ± 12.71"
     assert "62.45 ± 0.86 (CausalNL" in table.loc[0, "paper (%)"]
     assert "Table 3, row ce, column IDN-40%" in table.loc[0, "paper (%)"]
     assert "profile quick" in table.loc[0, "our setting"] and "JPEG" in table.loc[0, "our setting"]

@@ -77,13 +77,15 @@ class ParameterGroup:
     momentum: float = 0.9  # SGD momentum or Adam's beta1
     weight_decay: float = 0.0
     follow_schedule: bool = True
+    nesterov: bool = False  # SGD only
 
     def build(self) -> torch.optim.Optimizer:
         if self.optimizer == "adam":
             return torch.optim.Adam(self.params, lr=self.lr, betas=(self.momentum, 0.999),
                                     weight_decay=self.weight_decay)
         if self.optimizer == "sgd":
-            return torch.optim.SGD(self.params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+            return torch.optim.SGD(self.params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay,
+                                   nesterov=self.nesterov)
         raise ValueError(f"parameter group {self.name!r}: optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
 
 

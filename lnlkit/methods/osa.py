@@ -119,7 +119,7 @@ class OSA(Method):
 
     def __init__(self, estimator: str | Estimator = "clip", scoring: str = "paper", num_random_pairs: int = 256,
                  random_images: str = "uniform", random_classes: str | None = None, seed: int = 0,
-                 proxy_epochs: int = 30):
+                 proxy_epochs: int = 30, proxy_model: str = "small_cnn"):
         if scoring not in SCORINGS:
             raise ValueError(f"scoring must be one of {SCORINGS}, got {scoring!r}")
         for option, value in [("num_random_pairs", num_random_pairs), ("proxy_epochs", proxy_epochs)]:
@@ -129,7 +129,10 @@ class OSA(Method):
             raise ValueError(f"estimator must be 'clip', 'proxy' or an Estimator, got {estimator!r}")
         self.estimator, self.scoring, self.num_random_pairs = estimator, scoring, num_random_pairs
         self.random_images, self.random_classes, self.seed = random_images, random_classes, seed
-        self.proxy_epochs = proxy_epochs
+        from ..models import build_model
+
+        build_model(proxy_model, 10, (32, 32, 3))  # an unknown model name is refused now, not after the data
+        self.proxy_epochs, self.proxy_model = proxy_epochs, proxy_model
         self.score = SCORING_FUNCTIONS[scoring]
         self.measured: dict = {}
 
@@ -139,11 +142,11 @@ class OSA(Method):
         if facts.reference is None:
             raise ValueError("estimator 'proxy' is trained on a clean held-out split: run with "
                              "held_out=0.3 (command line: --held-out 0.3)")
-        config = {"model": "small_cnn", "embed_dim": 64, "epochs": self.proxy_epochs, "seed": self.seed}
+        config = {"model": self.proxy_model, "embed_dim": 64, "epochs": self.proxy_epochs, "seed": self.seed}
 
         def build():
-            estimator = train_proxy_estimator(facts.reference, epochs=self.proxy_epochs, seed=self.seed,
-                                              device=facts.device)
+            estimator = train_proxy_estimator(facts.reference, model=self.proxy_model, epochs=self.proxy_epochs,
+                                              seed=self.seed, device=facts.device)
             return proxy_state(estimator, config["model"], facts.num_classes)
 
         # The proxy learns from clean labels only: its key leaves the reference's noisy labels out.
@@ -173,7 +176,7 @@ class OSA(Method):
                           "random_classes": self.random_classes, "seed": self.seed}
             if self.estimator == "proxy":
                 depends_on |= {"reference": facts.reference.digest(noisy=False) if facts.reference else None,
-                               "proxy_epochs": self.proxy_epochs}
+                               "proxy_epochs": self.proxy_epochs, "proxy_model": self.proxy_model}
             else:
                 depends_on |= {"classes": facts.class_names,
                                "weights": os.environ.get("LNLKIT_CLIP_WEIGHTS") or "ViT-B-32/openai"}
@@ -202,4 +205,5 @@ class OSA(Method):
         name = self.estimator if isinstance(self.estimator, str) else type(self.estimator).__name__
         return {"estimator": name, "scoring": self.scoring, "num_random_pairs": self.num_random_pairs,
                 "random_images": self.random_images, "random_classes": self.random_classes,
-                "seed": self.seed, "proxy_epochs": self.proxy_epochs, **self.measured}
+                "seed": self.seed, "proxy_epochs": self.proxy_epochs, "proxy_model": self.proxy_model,
+                **self.measured}

@@ -1,0 +1,81 @@
+"""The `cpu` profile's recipe, chosen by measurement: accuracy against minutes on CIFAR-10, clean labels.
+
+Every candidate is a set of TrainConfig overrides on top of the `cpu` profile, trained with
+CE on clean labels through `lnlkit.run.run_experiment` (the code every run uses), in this one
+process, one after another. A candidate is judged on a validation split of 5,000 training
+images (the profile's honest model choice: no test-set peeking); the test accuracy is recorded
+beside it. The chosen recipe is then trained on all 50,000 images, as `python -m lnlkit run
+--method ce --dataset cifar10 --noise symmetric --rate 0.0 --profile cpu` does.
+
+Run `python benchmarks/cpu_profile.py [--candidates NAME ...] [--skip-final]`; results are
+appended to benchmarks/results/cpu_profile-cpu.json (one entry per candidate, kept across runs
+so that the frontier grows).
+"""
+
+import argparse
+import json
+import time
+
+import torch
+from common import OUT, save
+
+from lnlkit.profiles import train_config
+from lnlkit.run import run_experiment
+
+# name -> (what it tries, overrides of the cpu profile)
+CANDIDATES = {
+    "chosen": ("the cpu profile as it is", {}),
+    "plain-cnn-10ep": ("the reference point: plain 4-stage CNN recipe's budget with our network, 10 epochs",
+                       {"epochs": 10}),
+    "w32-20ep": ("base width 32, 20 epochs", {"epochs": 20}),
+    "w48-10ep": ("base width 48, 10 epochs", {"model": "compact_resnet_w48", "epochs": 10}),
+    "w24-20ep": ("base width 24, 20 epochs", {"model": "compact_resnet_w24", "epochs": 20}),
+    "no-tta": ("without flip test-time augmentation", {"tta_flip": False}),
+    "nchw": ("NCHW memory layout instead of channels_last", {"channels_last": False}),
+    "batch-256": ("batch 256, learning rate halved", {"batch_size": 256, "lr": 0.1}),
+}
+
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument("--candidates", nargs="+", choices=sorted(CANDIDATES), default=sorted(CANDIDATES))
+parser.add_argument("--skip-final", action="store_true", help="do not train the chosen recipe on all 50,000 images")
+parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+args = parser.parse_args()
+if args.threads:
+    torch.set_num_threads(args.threads)
+
+path = OUT / "cpu_profile-cpu.json"
+previous = json.loads(path.read_text())["candidates"] if path.exists() else {}
+
+
+def train(overrides: dict, val_fraction: float) -> dict:
+    tic = time.perf_counter()
+    result = run_experiment(method="ce", dataset="cifar10", noise="symmetric", rate=0.0, profile="cpu",
+                            config_overrides=overrides | {"val_fraction": val_fraction}, save=False, progress=False)
+    minutes = (time.perf_counter() - tic) / 60
+    history = result.history
+    return {"config": train_config("cpu", "cifar10", "ce", **overrides | {"val_fraction": val_fraction}).__dict__,
+            "minutes_total": minutes, "minutes_training": result.record["wall_time_s"] / 60,
+            "test_acc_final": result.final["test_acc_final"],
+            "val_acc_final": history[-1].get("val_acc"), "n_train": result.record["n_train"],
+            "test_acc_per_epoch": [h["test_acc"] for h in history],
+            "epoch_time_s": [h["epoch_time_s"] for h in history], "device": result.record["device"]}
+
+
+candidates = dict(previous)
+for name in args.candidates:
+    about, overrides = CANDIDATES[name]
+    print(f"{name}: {about} ...", flush=True)
+    candidates[name] = {"about": about, "overrides": overrides, **train(overrides, val_fraction=0.1)}
+    c = candidates[name]
+    print(f"  {c['minutes_total']:.1f} min, validation {100 * c['val_acc_final']:.2f} %, "
+          f"test {100 * c['test_acc_final']:.2f} %", flush=True)
+
+record = {"about": __doc__.splitlines()[0], "device_kind": "cpu", "threads": torch.get_num_threads(),
+          "candidates": candidates}
+if not args.skip_final:
+    print("the cpu profile on all 50,000 training images ...", flush=True)
+    record["final"] = train({}, val_fraction=0.0)
+    print(f"  {record['final']['minutes_total']:.1f} min, test {100 * record['final']['test_acc_final']:.2f} %")
+elif path.exists():
+    record["final"] = json.loads(path.read_text()).get("final")
+save("cpu_profile", record)

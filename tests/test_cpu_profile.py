@@ -1,0 +1,101 @@
+"""The `cpu` profile: its network, schedule and evaluation, and committed results that still reproduce."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lnlkit.data import LabelledData
+from lnlkit.methods import build_method
+from lnlkit.models import CompactResNet, PatchWhitening, build_model
+from lnlkit.profiles import train_config
+from lnlkit.trainer import TrainConfig, Trainer, lr_and_beta1
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+def test_patch_whitening_decorrelates_patches():
+    gen = torch.Generator().manual_seed(0)
+    mixing = torch.randn(3, 3, generator=gen) + 2 * torch.eye(3)  # correlated channels
+    x = torch.einsum("dc,nchw->ndhw", mixing, torch.randn(200, 3, 16, 16, generator=gen))
+    layer = PatchWhitening(3, eps=1e-6)
+    layer.init_from_data(x)
+    out = F.conv2d(x, layer.weight)  # without the bias
+    half = out[:, :12].permute(0, 2, 3, 1).reshape(-1, 12)
+    covariance = torch.cov(half.T)
+    assert torch.allclose(covariance, torch.eye(12), atol=0.02)
+    assert torch.allclose(out[:, 12:], -out[:, :12])  # the negated filters
+    assert not layer.weight.requires_grad and [n for n, _ in layer.named_parameters()] == ["bias"]
+
+
+def test_compact_resnet_shapes_and_widths():
+    for name, downsample in [("compact_resnet_w16", "pool"), ("compact_resnet_w16_stride_gelu", "stride")]:
+        net = build_model(name, 10, (32, 32, 3))
+        assert isinstance(net, CompactResNet) and net.feature_dim == 64
+        assert net.stages[0].pool == (downsample == "pool")
+        logits, feats = net(torch.randn(4, 3, 32, 32), with_features=True)
+        assert logits.shape == (4, 10) and feats.shape == (4, 64)
+    with pytest.raises(ValueError, match="unknown compact_resnet variant 'wide'"):
+        build_model("compact_resnet_wide", 10, (32, 32, 3))
+
+
+def test_one_cycle_schedule_rises_then_falls_to_zero():
+    config = TrainConfig(epochs=10, lr=0.2, schedule="onecycle", warmup=0.25)
+    assert lr_and_beta1(config, 0)[0] == 0.0
+    assert lr_and_beta1(config, 2.5)[0] == pytest.approx(0.2)
+    assert lr_and_beta1(config, 1.25)[0] == pytest.approx(0.1)
+    assert lr_and_beta1(config, 6.25)[0] == pytest.approx(0.1)
+    assert lr_and_beta1(config, 10)[0] == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="warmup"):
+        TrainConfig(schedule="onecycle", warmup=1.0)
+
+
+def _tiny_images(n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    data = LabelledData(rng.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8), np.arange(n) % 4,
+                        list("abcd"), "tiny", "random")
+    return data.with_noisy_labels(data.labels)
+
+
+def test_flip_test_time_augmentation_averages_the_mirror_image():
+    train = _tiny_images()
+    config = TrainConfig(model="compact_resnet_w8", epochs=1, batch_size=16, tta_flip=True, progress=False)
+    trainer = Trainer(build_method("ce"), train, train, config)
+    net = trainer.networks[0].eval()
+    x = trainer.train.normalise(trainer.train.inputs[:8])
+    with torch.no_grad():
+        expected = (net(trainer.prepare(x)) + net(trainer.prepare(x.flip(3)))) / 2
+        assert torch.allclose(trainer.logits(net, x), expected, atol=1e-5)
+    # Whitening was set from the training images (not left at zero), and the SGD group is Nesterov's.
+    assert net.whiten.weight.abs().sum() > 0
+
+
+def test_cpu_profile_recipe():
+    config = train_config("cpu", "cifar10")
+    assert config.model == "compact_resnet" and config.schedule == "onecycle" and config.nesterov
+    assert config.tta_flip and config.val_fraction == 0.0
+    with pytest.raises(ValueError, match="runs on"):
+        train_config("cpu", "digits")
+
+
+def _committed_cpu_results():
+    return sorted(RESULTS.glob("cifar10-*-ce-cpu-*.json")) if RESULTS.exists() else []
+
+
+@pytest.mark.skipif(not _committed_cpu_results(), reason="no committed cpu-profile CE result yet")
+def test_a_committed_cpu_result_reproduces_its_first_epoch(shared_data, fresh_cache):
+    """CPU training is deterministic for a seed: the first epoch of a committed run, trained again with
+    its recorded configuration, gives the numbers in its file. If lnlkit's numerics change, this fails
+    and the committed results must be rerun."""
+    from lnlkit.run import rerun_epochs
+
+    torch.set_num_threads(2)  # the committed runs used two threads
+    path = _committed_cpu_results()[0]
+    record = json.loads(path.read_text())
+    (again,) = rerun_epochs(record, epochs=1)
+    first = record["history"][0]
+    assert again["test_acc"] == first["test_acc"], path.name
+    assert again["train_loss"] == pytest.approx(first["train_loss"], rel=1e-6, abs=0), path.name
