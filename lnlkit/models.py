@@ -161,7 +161,7 @@ class CompactResNet(Classifier):
     """
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, widths=(32, 64, 128), downsample: str = "pool",
-                 activation: str = "relu"):
+                 activation: str = "gelu"):
         super().__init__()
         if downsample not in ("pool", "stride") or activation not in ACTIVATIONS:
             raise ValueError(f"downsample must be 'pool' or 'stride' and activation one of {sorted(ACTIVATIONS)}")

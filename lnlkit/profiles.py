@@ -18,7 +18,7 @@ _RECIPES = {
     ("smoke", "digits"): dict(model="small_cnn", epochs=30, batch_size=64, decay_start=15, crop_padding=1,
                               flip=False, eval_batch_size=1024, channels_last=False),
     ("smoke", "moons"): dict(model="mlp", epochs=60, batch_size=64, decay_start=30, crop_padding=0, flip=False),
-    ("cpu", "cifar10"): dict(model="compact_resnet", epochs=16, batch_size=256, optimizer="sgd", lr=0.2,
+    ("cpu", "cifar10"): dict(model="compact_resnet", epochs=15, batch_size=512, optimizer="sgd", lr=0.2,
                              momentum=0.9, nesterov=True, weight_decay=5e-4, schedule="onecycle", warmup=0.25,
                              crop_padding=2, flip=True, tta_flip=True, eval_batch_size=500),
     ("quick", "cifar10"): dict(model="resnet18", epochs=40, batch_size=128, decay_start=16),
