@@ -14,7 +14,7 @@ endif
 # Chapters (executed by papermill, re-run by nbval) read the checkout's result files.
 export LNLKIT_RESULTS ?= $(abspath results)
 
-.PHONY: install book test unit chapters nbval bench clean
+.PHONY: install book render inspect publish test unit chapters nbval bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,19 @@ install: $(STAMP)
 ## Execute every chapter with papermill (profile $(PROFILE)) and build the HTML book into _build/html.
 book: $(STAMP)
 	$(PY) -m lnlkit book --profile $(PROFILE)
+
+## Render the HTML again from the chapters executed last (no execution).
+render: $(STAMP)
+	$(PY) -m lnlkit book --render-only
+
+## Open every built page in headless Chromium (offline): cut-off code and equations, raw TeX,
+## captions; screenshots in _build/screenshots. Needs chromium.
+inspect: $(STAMP)
+	$(PY) -m lnlkit book --inspect
+
+## Push _build/html to the gh-pages branch of origin (GitHub Pages) with ghp-import.
+publish: $(STAMP)
+	$(PY) -m lnlkit book --publish
 
 ## Unit tests, chapter execution, then nbval on the executed chapters.
 test: unit chapters nbval

@@ -4,13 +4,16 @@
    matter) is converted with jupytext and executed by papermill with the ``profile``
    parameter (and any ``-p NAME VALUE``) into ``_build/notebooks/NAME.ipynb``.
 2. The executed notebooks, plain pages and the book configuration are staged in
-   ``_build/src`` and rendered by Jupyter Book with execution off, warnings as errors;
-   the HTML lands in ``_build/html``.
+   ``_build/src`` (papermill's injected-parameters cells hidden, the footer set to the
+   build's commit, date and profile) and rendered by Jupyter Book with execution off,
+   warnings as errors; the HTML lands in ``_build/html``.
+3. ``publish`` pushes ``_build/html`` to the ``gh-pages`` branch (GitHub Pages).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -87,22 +90,67 @@ def execute_all(profile: str = "smoke", chapters=None, extra: dict | None = None
     return done
 
 
+# The four papers of the book and the page each one gets (a chapter exists once it is in _toc.yml).
+PAPER_CHAPTERS = {"OSA": "book/osa", "CausalNL": "book/causalnl", "DTM": "book/dtm", "EchoAlign": "book/echoalign"}
+
+
+def chapter_status() -> str:
+    """Markdown for the introduction: which papers have a chapter in _toc.yml, and which are coming."""
+    present = set(toc_files())
+    lines = [f"- **{paper}**: {{doc}}`/{page}`" if page in present else f"- **{paper}**: chapter coming"
+             for paper, page in PAPER_CHAPTERS.items()]
+    return "\n".join(lines)
+
+
+def _stage_notebook(executed: Path, target: Path) -> dict:
+    """Copy an executed notebook for rendering: papermill's injected-parameters cell is removed
+    from the page (the chapter's own parameters cell stays). Returns papermill's parameters."""
+    import nbformat
+
+    notebook = nbformat.read(executed, as_version=4)
+    for cell in notebook.cells:
+        tags = cell.metadata.get("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            cell.metadata["tags"] = [*tags, "remove-cell"]
+    nbformat.write(notebook, target)
+    return notebook.metadata.get("papermill", {}).get("parameters", {})
+
+
+def build_footer(profiles: set[str]) -> str:
+    """The footer line: the commit, the date and the profile(s) the chapters were executed with."""
+    from .results import git_commit
+
+    commit = git_commit()
+    short = commit[:12] + (" (with uncommitted changes)" if "uncommitted" in commit else "")
+    date = time.strftime("%Y-%m-%d", time.gmtime())
+    return (f"Built on {date} from commit <code>{short}</code>; chapters executed with profile "
+            f"<code>{', '.join(sorted(profiles)) or 'none'}</code>.")
+
+
 def build_html(log=print) -> Path:
     """Stage configuration, pages and executed notebooks; render with Jupyter Book (execution off)."""
+    import yaml
+
     if STAGE.exists():
         shutil.rmtree(STAGE)
     (STAGE / "book").mkdir(parents=True)
     for name in BOOK_FILES:
         shutil.copy(ROOT / name, STAGE / name)
+    shutil.copytree(ROOT / "book" / "_static", STAGE / "_static")  # the book's CSS
+    profiles = set()
     for entry in toc_files():
         source = ROOT / f"{entry}.md"
         if is_notebook(source):
             executed = NOTEBOOKS / f"{Path(entry).name}.ipynb"
             if not executed.exists():
                 raise FileNotFoundError(f"{executed} is missing: execute the chapter first")
-            shutil.copy(executed, STAGE / f"{entry}.ipynb")
+            profiles.add(str(_stage_notebook(executed, STAGE / f"{entry}.ipynb").get("profile", "smoke")))
         else:
             shutil.copy(source, STAGE / f"{entry}.md")
+    config = yaml.safe_load((STAGE / "_config.yml").read_text())
+    config.setdefault("html", {})["extra_footer"] = build_footer(profiles)
+    config.setdefault("parse", {}).setdefault("myst_substitutions", {})["chapter_status"] = chapter_status()
+    (STAGE / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
     jupyter_book = Path(sys.executable).parent / "jupyter-book"
     command = [str(jupyter_book), "build", str(STAGE), "--path-output", str(ROOT), "--all", "-W", "-n",
                "--keep-going"]
@@ -112,10 +160,100 @@ def build_html(log=print) -> Path:
     return html
 
 
+# Runs in each page after MathJax has typeset it: what a reader would find cut off or unrendered.
+_INSPECT_SCRIPT = """<script>
+window.addEventListener('load', () => setTimeout(async () => {
+  if (window.MathJax && MathJax.startup) { await MathJax.startup.promise; }
+  const wide = (el) => el.scrollWidth > el.clientWidth + 1;
+  const head = (el) => el.textContent.trim().slice(0, 60);
+  const cutCode = [...document.querySelectorAll('.cell_input pre')].filter(wide);
+  const cutOutputs = [...document.querySelectorAll('.cell_output pre')].filter(wide);
+  const cutEquations = [...document.querySelectorAll('mjx-container[display="true"]')].filter(m => {
+    const math = m.querySelector('mjx-math');
+    return math && math.getBoundingClientRect().width > m.getBoundingClientRect().width + 1; });
+  const report = {
+    code_cells_cut: cutCode.length,
+    outputs_cut: cutOutputs.length,
+    equations_cut: cutEquations.length,
+    cut: [...cutCode, ...cutOutputs].map(head),
+    cut_equations: cutEquations.map(m => (m.closest('[id]') || {}).id || '?'),
+    raw_tex: [...document.querySelectorAll('.math')].filter(m => !m.querySelector('mjx-container')).length,
+    equations: document.querySelectorAll('mjx-container').length,
+    figures: document.querySelectorAll('figure').length,
+    numbered_captions: document.querySelectorAll('.caption-number').length,
+    stderr_outputs: document.querySelectorAll('.output.stderr').length,
+    code_columns: (() => { const p = document.querySelector('.cell_input pre');
+        if (!p) return null; const c = document.createElement('span'); c.textContent = 'x'.repeat(100);
+        p.appendChild(c); const w = c.getBoundingClientRect().width / 100; c.remove();
+        return Math.floor((p.clientWidth - 2 * parseFloat(getComputedStyle(p).paddingLeft)) / w); })(),
+  };
+  document.body.setAttribute('data-inspect', JSON.stringify(report));
+}, 500));
+</script>"""
+
+
+def inspect_pages(html: Path = BUILD / "html", width: int = 1280, screenshots: Path | None = None,
+                  log=print) -> dict:
+    """Open every page of the built book in headless Chromium (offline, ``width`` pixels wide)
+    and count what a reader would meet: code and outputs cut off at the text column,
+    equations wider than the column, math left as raw TeX, figures and numbered captions,
+    stderr outputs. Saves a full-page screenshot of each page to ``screenshots`` if given.
+    Needs ``chromium`` (or ``chromium-browser``) on the PATH.
+    """
+    import json
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        raise FileNotFoundError("inspecting the pages needs Chromium: install `chromium` (e.g. apt install chromium)")
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=20000",
+             f"--window-size={width},1000"]
+    html, reports = Path(html).resolve(), {}
+    for page in sorted(html.glob("*.html")) + sorted(html.glob("book/*.html")):
+        if page.name in ("genindex.html", "search.html", "index.html"):
+            continue
+        probe = page.with_name(f".inspect-{page.name}")
+        probe.write_text(page.read_text().replace("</body>", _INSPECT_SCRIPT + "</body>"))
+        try:
+            dom = subprocess.run([*flags, "--dump-dom", probe.as_uri()], capture_output=True, text=True,
+                                 timeout=120).stdout
+        finally:
+            probe.unlink()
+        found = re.search(r'data-inspect="([^"]*)"', dom)
+        reports[str(page.relative_to(html))] = (json.loads(found.group(1).replace("&quot;", '"'))
+                                                if found else {"error": "the page did not finish loading"})
+        if screenshots:
+            screenshots.mkdir(parents=True, exist_ok=True)
+            shot = screenshots / f"{page.stem}.png"
+            subprocess.run([*flags[:-1], f"--window-size={width},6000", f"--screenshot={shot}", page.as_uri()],
+                           capture_output=True, timeout=120)
+        log(f"{page.relative_to(html)}: {reports[str(page.relative_to(html))]}")
+    return reports
+
+
+def publish(html: Path = BUILD / "html", remote: str = "origin", log=print) -> None:
+    """Push the built HTML to the ``gh-pages`` branch of ``remote`` with ghp-import (GitHub Pages).
+
+    ``-n`` adds .nojekyll (Sphinx's ``_static`` folders start with an underscore); ``-f``
+    replaces the branch's history, as the branch only ever holds the latest build.
+    """
+    if not (html / "index.html").exists():
+        raise FileNotFoundError(f"{html / 'index.html'} is missing: build the book first (make book)")
+    ghp_import = Path(sys.executable).parent / "ghp-import"
+    subprocess.run([str(ghp_import), "-n", "-p", "-f", "-r", remote, str(html)], check=True, cwd=ROOT)
+    log(f"published {html} to the gh-pages branch of {remote}")
+
+
 def main(args) -> None:
     import yaml
 
-    extra = {key: yaml.safe_load(value) for key, value in args.param or []}
-    execute_all(args.profile, args.chapters, extra)
+    if getattr(args, "publish", False):
+        publish()
+        return
+    if getattr(args, "inspect", False):
+        inspect_pages(screenshots=BUILD / "screenshots")
+        return
+    if not getattr(args, "render_only", False):
+        extra = {key: yaml.safe_load(value) for key, value in args.param or []}
+        execute_all(args.profile, args.chapters, extra)
     if not args.execute_only:
         build_html()

@@ -171,6 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
     book.add_argument("--profile", choices=PROFILES, default="smoke")
     book.add_argument("--chapters", nargs="*", help="chapter names (default: all in _toc.yml)")
     book.add_argument("--execute-only", action="store_true", help="execute chapters, do not build HTML")
+    book.add_argument("--render-only", action="store_true",
+                      help="build HTML from the chapters executed last (_build/notebooks), without executing")
+    book.add_argument("--inspect", action="store_true",
+                      help="open every built page in headless Chromium, offline: report cut-off code, outputs "
+                           "and equations, raw TeX, captions; screenshots in _build/screenshots")
+    book.add_argument("--publish", action="store_true",
+                      help="push the built HTML (_build/html) to the gh-pages branch of origin with ghp-import")
     book.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
                       help="a chapter parameter, as papermill's -p (value parsed as YAML)")
     book.set_defaults(func=_book_command)

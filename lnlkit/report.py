@@ -1,4 +1,5 @@
-"""What the chapters share: figure style, mean ± CI tables over seeds, paired verdicts, paper-vs-ours tables.
+"""What the chapters share: figure style, captioned tables, mean ± CI tables over seeds, paired
+verdicts, paper-vs-ours tables.
 
 Each chapter imports these instead of repeating the cells; every table follows one protocol:
 the mean over seeds ± the half-width of a 95 % Student-t interval, the number of seeds, and
@@ -7,7 +8,12 @@ the setting (profile, network, epochs, data source) beside each of our numbers.
 
 from __future__ import annotations
 
+import html
+import re
+import textwrap
+
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
 from .results import paper_numbers
@@ -20,6 +26,68 @@ FIGURE_STYLE = {"figure.dpi": 110, "axes.spines.top": False, "axes.spines.right"
 def use_figure_style() -> None:
     """The book's matplotlib style (call once per chapter)."""
     plt.rcParams.update(FIGURE_STYLE)
+
+
+def wrap(text: str, width: int = 78) -> str:
+    """Prose for a cell's printed output, wrapped to the book's text column."""
+    return "\n".join(textwrap.fill(part, width, subsequent_indent="  ") for part in str(text).split("\n"))
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>#|{}$])")
+
+
+class Table:
+    """A table with a numbered caption: a MyST ``list-table`` in the book, an HTML table in Jupyter.
+
+    ``name`` is the label the text cites with ``{numref}`name```. Cells are shown as text
+    (floats with ``digits`` decimals); an empty cell (NaN/None) is shown as "—" and must be
+    explained by ``missing``, which is appended to the caption. With ``markdown=True`` the
+    cells are MyST markdown (math, code) instead of literal text.
+    """
+
+    def __init__(self, frame: pd.DataFrame, caption: str, name: str, *, missing: str | None = None,
+                 digits: int = 2, index: bool = False, markdown: bool = False):
+        frame = frame.reset_index() if index else frame
+        if frame.empty:
+            raise ValueError(f"table {name!r} is empty")
+        empty = frame.isna().to_numpy().any()
+        if empty and not missing:
+            raise ValueError(f"table {name!r} has empty cells: say why with missing=...")
+        self.name, self.digits, self.markdown = name, digits, markdown
+        self.caption = caption + (f" (—: {missing}.)" if empty else "")
+        # multi-level columns ("last-10 mean", "ce") read as "last-10 mean, ce"
+        self.columns = [", ".join(str(part) for part in c if str(part)) if isinstance(c, tuple) else str(c)
+                        for c in frame.columns]
+        self.rows = [[self._cell(v) for v in row] for row in frame.itertuples(index=False)]
+
+    def _cell(self, value) -> str:
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            return "—"
+        if isinstance(value, (float, np.floating)):
+            return f"{value:.{self.digits}f}"
+        return " ".join(str(value).split())
+
+    def _repr_markdown_(self) -> str:
+        def escape(text):
+            if not self.markdown:
+                text = re.sub(r"^([-+])", r"\\\1", _MARKDOWN_SPECIAL.sub(r"\\\1", text))
+            return text or " "
+
+        # a colon fence: the caption may hold backticks, which a backtick fence's info string cannot
+        lines = [f":::{{list-table}} {self.caption}", ":header-rows: 1", f":name: {self.name}", ""]
+        for row in [self.columns, *self.rows]:
+            lines += [f"{'*' if i == 0 else ' '} - {escape(cell)}" for i, cell in enumerate(row)]
+        return "\n".join(lines + [":::"])
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in self.rows)
+        return (f"<table><caption>{html.escape(self.caption)}</caption><thead><tr>{head}</tr></thead>"
+                f"<tbody>{body}</tbody></table>")
+
+    def __repr__(self) -> str:
+        frame = pd.DataFrame(self.rows, columns=self.columns)
+        return f"{self.caption}\n{frame.to_string(index=False)}"
 
 
 def mean_ci_table(frame: pd.DataFrame, rows, columns, value: str, digits: int = 1) -> pd.DataFrame:
