@@ -168,6 +168,9 @@ window.addEventListener('load', () => setTimeout(async () => {
   const head = (el) => el.textContent.trim().slice(0, 60);
   const cutCode = [...document.querySelectorAll('.cell_input pre')].filter(wide);
   const cutOutputs = [...document.querySelectorAll('.cell_output pre')].filter(wide);
+  const cutTables = [...document.querySelectorAll('table')].filter(t =>
+    t.getBoundingClientRect().width > document.querySelector('article, main').getBoundingClientRect().width + 1
+    || (t.parentElement && wide(t.parentElement)));
   const cutEquations = [...document.querySelectorAll('mjx-container[display="true"]')].filter(m => {
     const math = m.querySelector('mjx-math');
     return math && math.getBoundingClientRect().width > m.getBoundingClientRect().width + 1; });
@@ -175,6 +178,7 @@ window.addEventListener('load', () => setTimeout(async () => {
     code_cells_cut: cutCode.length,
     outputs_cut: cutOutputs.length,
     equations_cut: cutEquations.length,
+    tables_cut: cutTables.map(t => (t.querySelector('caption') || t).textContent.trim().slice(0, 50)),
     cut: [...cutCode, ...cutOutputs].map(head),
     cut_equations: cutEquations.map(m => (m.closest('[id]') || {}).id || '?'),
     raw_tex: [...document.querySelectorAll('.math')].filter(m => !m.querySelector('mjx-container')).length,
