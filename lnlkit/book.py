@@ -186,10 +186,6 @@ window.addEventListener('load', () => setTimeout(async () => {
     figures: document.querySelectorAll('figure').length,
     numbered_captions: document.querySelectorAll('.caption-number').length,
     stderr_outputs: document.querySelectorAll('.output.stderr').length,
-    code_columns: (() => { const p = document.querySelector('.cell_input pre');
-        if (!p) return null; const c = document.createElement('span'); c.textContent = 'x'.repeat(100);
-        p.appendChild(c); const w = c.getBoundingClientRect().width / 100; c.remove();
-        return Math.floor((p.clientWidth - 2 * parseFloat(getComputedStyle(p).paddingLeft)) / w); })(),
   };
   document.body.setAttribute('data-inspect', JSON.stringify(report));
 }, 500));
@@ -199,9 +195,9 @@ window.addEventListener('load', () => setTimeout(async () => {
 def inspect_pages(html: Path = BUILD / "html", width: int = 1280, screenshots: Path | None = None,
                   log=print) -> dict:
     """Open every page of the built book in headless Chromium (offline, ``width`` pixels wide)
-    and count what a reader would meet: code and outputs cut off at the text column,
-    equations wider than the column, math left as raw TeX, figures and numbered captions,
-    stderr outputs. Saves a full-page screenshot of each page to ``screenshots`` if given.
+    and count what a reader would meet: code, outputs, tables and equations wider than the
+    text column (the first two and the equations named), math left as raw TeX, figures and
+    numbered captions, stderr outputs. Saves a full-page screenshot of each page to ``screenshots`` if given.
     Needs ``chromium`` (or ``chromium-browser``) on the PATH.
     """
     import json
@@ -250,13 +246,13 @@ def publish(html: Path = BUILD / "html", remote: str = "origin", log=print) -> N
 def main(args) -> None:
     import yaml
 
-    if getattr(args, "publish", False):
+    if args.publish:
         publish()
         return
-    if getattr(args, "inspect", False):
+    if args.inspect:
         inspect_pages(screenshots=BUILD / "screenshots")
         return
-    if not getattr(args, "render_only", False):
+    if not args.render_only:
         extra = {key: yaml.safe_load(value) for key, value in args.param or []}
         execute_all(args.profile, args.chapters, extra)
     if not args.execute_only:

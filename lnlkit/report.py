@@ -61,7 +61,7 @@ class Table:
         self.rows = [[self._cell(v) for v in row] for row in frame.itertuples(index=False)]
 
     def _cell(self, value) -> str:
-        if value is None or (isinstance(value, float) and np.isnan(value)):
+        if value is None or (np.isscalar(value) and pd.isna(value)):
             return "—"
         if isinstance(value, (float, np.floating)):
             return f"{value:.{self.digits}f}"
