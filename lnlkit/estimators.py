@@ -33,6 +33,26 @@ OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
+# How CLIP sees the images. "tensor": a batched float bicubic resize on the device and bf16 on
+# GPU (fast); "official": OSA's released code, a PIL bicubic resize of each 8-bit image (the
+# result rounded to 8 bits again) and CLIP in fp16.
+CLIP_PREPROCESSING = ("tensor", "official")
+
+
+def pil_bicubic(images: torch.Tensor, size: tuple) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float (N, C, *size) in [0, 1], resized one by one with PIL's bicubic
+    filter on 8-bit images, as open_clip's preprocessing does."""
+    from PIL import Image
+
+    height, width = size
+    resized = []
+    for image in images.cpu().numpy():
+        pil = Image.fromarray(image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0))
+        array = np.asarray(pil.resize((width, height), Image.BICUBIC))
+        resized.append(array[None] if array.ndim == 2 else array.transpose(2, 0, 1))
+    return torch.from_numpy(np.stack(resized)).float() / 255.0
+
+
 def _batched(fn, x: torch.Tensor, batch_size: int) -> torch.Tensor:
     return torch.cat([fn(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
 
@@ -90,7 +110,12 @@ class CLIPEstimator(Estimator):
     default_random_classes = "tokens"
 
     def __init__(self, model: nn.Module, tokenizer, class_names: list[str], prompt: str = CLIP_PROMPT,
-                 device: str | torch.device = "cpu", batch_size: int = 1024):
+                 device: str | torch.device = "cpu", batch_size: int = 1024, preprocessing: str = "tensor"):
+        if preprocessing not in CLIP_PREPROCESSING:
+            raise ValueError(f"CLIP preprocessing must be one of {CLIP_PREPROCESSING}, got {preprocessing!r}")
+        self.preprocessing = preprocessing
+        # Mixed precision on GPU only: bf16 by default, fp16 as the official code runs CLIP.
+        self.half = torch.float16 if preprocessing == "official" else torch.bfloat16
         self.model = model.eval().to(device)
         self.tokenizer, self.class_names, self.prompt = tokenizer, list(class_names), prompt
         self.device, self.batch_size = torch.device(device), batch_size
@@ -131,15 +156,19 @@ class CLIPEstimator(Estimator):
 
     def _pixels(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (N, C, H, W) -> float in [0, 1], three channels, at the model's resolution."""
-        x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+        resize = tuple(images.shape[-2:]) != self.image_size
+        if resize and self.preprocessing == "official" and images.dtype == torch.uint8:
+            x, resize = pil_bicubic(images, self.image_size).to(self.device), False
+        else:
+            x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
-        if tuple(x.shape[-2:]) != self.image_size:
+        if resize:
             x = F.interpolate(x, size=self.image_size, mode="bicubic", align_corners=False).clamp(0, 1)
         return x
 
     def _embed_pixels(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+        with torch.autocast("cuda", dtype=self.half, enabled=self.device.type == "cuda"):
             return F.normalize(self.model.encode_image(x).float(), dim=-1)
 
     @torch.no_grad()
@@ -148,7 +177,7 @@ class CLIPEstimator(Estimator):
 
     @torch.no_grad()
     def encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+        with torch.autocast("cuda", dtype=self.half, enabled=self.device.type == "cuda"):
             return F.normalize(self.model.encode_text(tokens.to(self.device)).float(), dim=-1)
 
     def class_embeddings(self) -> torch.Tensor:

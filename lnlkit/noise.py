@@ -226,7 +226,7 @@ def instance_dependent_noise(inputs, labels, num_classes: int, rate: float, seed
         :meth:`lnlkit.data.LabelledData.flat_pixels_chw`).
     input_scale : {"uint8", "unit"}
         "uint8": x as float 0-255 (Xia et al.'s code, the default). "unit": x / 255
-        (EchoAlign's code), which gives different labels for the same seed.
+        (EchoAlign's code), which changes some of the labels for the same seed.
 
     The steps (each one a line below): seed NumPy's global RNG; q_i ~ truncated normal
     (rate, sd) on [0, 1]; W ~ N(0, 1) of shape (C, D, C); a_i = x_i W[y_i] with

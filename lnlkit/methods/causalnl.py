@@ -16,8 +16,9 @@ and each branch minimises the negative ELBO of Eq. 6 in the empirical form of Ap
     beta0 * reconstruction + beta1 * noisy_label_nll + beta2 * negative_entropy + beta3 * kl_z,
 
 while the two classifiers also teach each other with Co-teaching's small-loss exchange.
-The official code differs from the paper in four ways; each is an option (see
-:data:`OFFICIAL_CODE`), the paper's version is the default.
+The official code differs from the paper in five ways in the ELBO (see :data:`OFFICIAL_CODE`)
+and in Co-teaching's three details (:mod:`lnlkit.methods.coteaching`); each is an option, the
+paper's version is the default, and ``official_code=True`` sets them all.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from .coteaching import CoTeaching
 OFFICIAL_CODE = {
     "reconstruction": "mse",  # paper: l1 ("we use the l1 loss for reconstruction")
     "kl_reduction": "sum",  # summed over batch and dimensions; paper: per sample, batch mean
+    "kl_half": False,  # -sum(1 + log s^2 - mu^2 - s^2) without the 1/2 of the Gaussian KL
     "latent_noise": "uniform",  # torch.rand_like in the reparameterisation (a bug); paper: N(0, I)
     "entropy_gradient": False,  # the entropy term is computed as a constant; paper: it regularises q(Y|X)
 }
@@ -145,9 +147,10 @@ def default_z_dim(input_shape: tuple) -> int:
 # ---------------------------------------------------------------- the terms of the negative ELBO
 
 
-def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, diag sigma^2) || N(0, I)) per sample: -1/2 sum_j (1 + log sigma_j^2 - mu_j^2 - sigma_j^2)."""
-    return -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1)
+def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor, half: bool = True) -> torch.Tensor:
+    """KL(N(mu, diag sigma^2) || N(0, I)) per sample: -1/2 sum_j (1 + log sigma_j^2 - mu_j^2 - sigma_j^2);
+    ``half=False`` drops the 1/2 as the official code does (twice the KL)."""
+    return -(0.5 if half else 1.0) * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1)
 
 
 def negative_entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -176,6 +179,8 @@ class CausalNL(Method):
     kl_reduction : "mean" or "sum"
         KL per sample averaged over the batch (the ELBO per data point), or the official
         code's sum over the batch, which weights it batch-size times more.
+    kl_half : bool
+        The Gaussian KL with its factor 1/2 (paper), or without it (official code: twice the KL).
     latent_noise : "normal" or "uniform"
         epsilon in z = mu + sigma * epsilon: N(0, I) as the reparameterisation trick needs,
         or the official code's U(0, 1) (a bug: it biases z by sigma / 2 and shrinks its spread).
@@ -184,7 +189,8 @@ class CausalNL(Method):
     temperature : float
         Gumbel-softmax temperature for ŷ (1, soft samples, as the code).
     official_code : bool
-        Shorthand for all four options of :data:`OFFICIAL_CODE`.
+        Shorthand for the options of :data:`OFFICIAL_CODE` and Co-teaching's ``official_code``
+        (the code's forget-rate ramp, kept count rounded down, loss divided by the kept count).
     """
 
     name = "causalnl"
@@ -193,11 +199,13 @@ class CausalNL(Method):
     def __init__(self, rate: float | None = None, z_dim: int | None = None, ramp_epochs: int = 10,
                  recon_weight: float = 0.1, noisy_label_weight: float = 0.1, entropy_weight: float = 1e-5,
                  kl_weight: float = 0.01,
-                 reconstruction: str = "l1", kl_reduction: str = "mean", latent_noise: str = "normal",
-                 entropy_gradient: bool = True, temperature: float = 1.0, official_code: bool = False):
+                 reconstruction: str = "l1", kl_reduction: str = "mean", kl_half: bool = True,
+                 latent_noise: str = "normal", entropy_gradient: bool = True, temperature: float = 1.0,
+                 official_code: bool = False):
         if official_code:
             reconstruction, kl_reduction = OFFICIAL_CODE["reconstruction"], OFFICIAL_CODE["kl_reduction"]
-            latent_noise, entropy_gradient = OFFICIAL_CODE["latent_noise"], OFFICIAL_CODE["entropy_gradient"]
+            kl_half, latent_noise = OFFICIAL_CODE["kl_half"], OFFICIAL_CODE["latent_noise"]
+            entropy_gradient = OFFICIAL_CODE["entropy_gradient"]
         for option, value, allowed in [("reconstruction", reconstruction, ("l1", "mse")),
                                        ("kl_reduction", kl_reduction, ("mean", "sum")),
                                        ("latent_noise", latent_noise, ("normal", "uniform"))]:
@@ -208,10 +216,12 @@ class CausalNL(Method):
         if temperature <= 0 or min(recon_weight, noisy_label_weight, entropy_weight, kl_weight) < 0:
             raise ValueError("CausalNL's temperature must be positive and its term weights non-negative")
         self.z_dim = z_dim
-        self.coteaching = CoTeaching(rate, ramp_epochs)  # holds the forget rate and its ramp
+        # holds the forget rate, its ramp and the co-teaching loss between the classifiers
+        self.coteaching = CoTeaching(rate, ramp_epochs, official_code=official_code)
         self.weights = {"reconstruction": recon_weight, "noisy_label_nll": noisy_label_weight,
                         "negative_entropy": entropy_weight, "kl_z": kl_weight}
-        self.reconstruction, self.kl_reduction, self.latent_noise = reconstruction, kl_reduction, latent_noise
+        self.reconstruction, self.kl_reduction, self.kl_half = reconstruction, kl_reduction, kl_half
+        self.latent_noise = latent_noise
         self.entropy_gradient, self.temperature = entropy_gradient, temperature
         self.official_code = official_code
         self.last_terms: dict = {}
@@ -248,7 +258,7 @@ class CausalNL(Method):
 
     def elbo_terms(self, out: dict, logits: torch.Tensor, x: torch.Tensor, noisy_labels: torch.Tensor) -> dict:
         """The four terms of the negative ELBO (Eq. 6, Appendix B), each a scalar for the batch."""
-        kl = gaussian_kl(out["mu"], out["logvar"])
+        kl = gaussian_kl(out["mu"], out["logvar"], half=self.kl_half)
         entropy_logits = logits.float() if self.entropy_gradient else logits.float().detach()
         return {
             # -E_q[log p(x | y, z)] with a Laplace (l1) or Gaussian (mse) likelihood
@@ -296,6 +306,6 @@ class CausalNL(Method):
     def options(self):
         return {"rate": self.coteaching.rate, "z_dim": self.z_dim, "ramp_epochs": self.coteaching.ramp_epochs,
                 "weights": self.weights,
-                "reconstruction": self.reconstruction, "kl_reduction": self.kl_reduction,
+                "reconstruction": self.reconstruction, "kl_reduction": self.kl_reduction, "kl_half": self.kl_half,
                 "latent_noise": self.latent_noise, "entropy_gradient": self.entropy_gradient,
                 "temperature": self.temperature, "official_code": self.official_code}

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from scipy.stats import rankdata
 
-from ..estimators import CLIPEstimator, Estimator, proxy_from_state, proxy_state, train_proxy_estimator
+from ..estimators import CLIP_PREPROCESSING, CLIPEstimator, Estimator, proxy_from_state, proxy_state, train_proxy_estimator
 from ..stats import auroc
 from .base import Method
 
@@ -110,6 +110,11 @@ class OSA(Method):
     Two cached stages run before training: ``osa-proxy-estimator`` (the proxy's training, when
     ``estimator="proxy"``) and ``osa-scores`` (beta and the similarity of every training pair).
     An estimator passed as an object is used as it is, and its scores are not cached.
+
+    ``clip_preprocessing``: how CLIP sees the images, ``"tensor"`` (a batched float bicubic
+    resize, bf16 on GPU) or ``"official"`` (the released code: PIL bicubic on 8-bit images, fp16).
+    When every similarity of a batch is at or below beta, the official scoring divides 0 by 0
+    (NaN weights in the released code); ``official_weight`` returns 0 weights instead.
     """
 
     name = "osa"
@@ -119,12 +124,14 @@ class OSA(Method):
 
     def __init__(self, estimator: str | Estimator = "clip", scoring: str = "paper", num_random_pairs: int = 256,
                  random_images: str = "uniform", random_classes: str | None = None, seed: int = 0,
-                 proxy_epochs: int = 30, proxy_model: str = "small_cnn"):
+                 proxy_epochs: int = 30, proxy_model: str = "small_cnn", clip_preprocessing: str = "tensor"):
         if scoring not in SCORINGS:
             raise ValueError(f"scoring must be one of {SCORINGS}, got {scoring!r}")
         for option, value in [("num_random_pairs", num_random_pairs), ("proxy_epochs", proxy_epochs)]:
             if value < 1:
                 raise ValueError(f"OSA's {option} must be at least 1, got {value}")
+        if clip_preprocessing not in CLIP_PREPROCESSING:
+            raise ValueError(f"clip_preprocessing must be one of {CLIP_PREPROCESSING}, got {clip_preprocessing!r}")
         if isinstance(estimator, str) and estimator not in ("clip", "proxy"):
             raise ValueError(f"estimator must be 'clip', 'proxy' or an Estimator, got {estimator!r}")
         self.estimator, self.scoring, self.num_random_pairs = estimator, scoring, num_random_pairs
@@ -133,6 +140,7 @@ class OSA(Method):
 
         build_model(proxy_model, 10, (32, 32, 3))  # an unknown model name is refused now, not after the data
         self.proxy_epochs, self.proxy_model = proxy_epochs, proxy_model
+        self.clip_preprocessing = clip_preprocessing
         self.score = SCORING_FUNCTIONS[scoring]
         self.measured: dict = {}
 
@@ -156,7 +164,8 @@ class OSA(Method):
 
     def _estimator(self, facts, stages):
         if self.estimator == "clip":
-            return CLIPEstimator.from_open_clip(facts.class_names, device=facts.device)
+            return CLIPEstimator.from_open_clip(facts.class_names, device=facts.device,
+                                                preprocessing=self.clip_preprocessing)
         if self.estimator == "proxy":
             return self._proxy_estimator(facts, stages)
         return self.estimator
@@ -178,7 +187,7 @@ class OSA(Method):
                 depends_on |= {"reference": facts.reference.digest(noisy=False) if facts.reference else None,
                                "proxy_epochs": self.proxy_epochs, "proxy_model": self.proxy_model}
             else:
-                depends_on |= {"classes": facts.class_names,
+                depends_on |= {"classes": facts.class_names, "clip_preprocessing": self.clip_preprocessing,
                                "weights": os.environ.get("LNLKIT_CLIP_WEIGHTS") or "ViT-B-32/openai"}
             scores = stages.run("osa-scores", depends_on, lambda: self._scores(self._estimator(facts, stages), facts.train))
         else:
@@ -206,4 +215,5 @@ class OSA(Method):
         return {"estimator": name, "scoring": self.scoring, "num_random_pairs": self.num_random_pairs,
                 "random_images": self.random_images, "random_classes": self.random_classes,
                 "seed": self.seed, "proxy_epochs": self.proxy_epochs, "proxy_model": self.proxy_model,
+                "clip_preprocessing": self.clip_preprocessing,
                 **self.measured}
