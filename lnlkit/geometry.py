@@ -90,3 +90,27 @@ class RandomNetwork:
 
 def cosine(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.cosine_similarity(u, v, dim=-1)
+
+
+def cone_prediction(mean_a, cov_a, mean_b=None, cov_b=None) -> dict:
+    """Where the cosine of two independent anisotropic random vectors concentrates.
+
+    For a ~ (mu_a, Sigma_a) and b ~ (mu_b, Sigma_b) independent, E[a.b] = mu_a.mu_b,
+    E|a|^2 = |mu_a|^2 + tr Sigma_a and Var(a.b) = tr(Sigma_a Sigma_b) + mu_a' Sigma_b mu_a +
+    mu_b' Sigma_a mu_b. When the norms concentrate (many effective dimensions), the cosine is
+    about a.b / sqrt(E|a|^2 E|b|^2), so
+
+        beta ~ mu_a.mu_b / sqrt((|mu_a|^2 + tr Sigma_a)(|mu_b|^2 + tr Sigma_b)),
+
+    which for one distribution is |mu|^2 / (|mu|^2 + tr Sigma), with a spread of about
+    sqrt(Var(a.b)) over the same denominator: 1 / sqrt(d_eff) for mu = 0, where
+    d_eff = tr(Sigma)^2 / tr(Sigma^2) is the effective dimension (d for isotropic vectors).
+    ``mean_b``/``cov_b`` default to ``a``'s (two draws from one distribution).
+    """
+    mean_a, cov_a = np.asarray(mean_a, float), np.asarray(cov_a, float)
+    mean_b = mean_a if mean_b is None else np.asarray(mean_b, float)
+    cov_b = cov_a if cov_b is None else np.asarray(cov_b, float)
+    scale = np.sqrt((mean_a @ mean_a + np.trace(cov_a)) * (mean_b @ mean_b + np.trace(cov_b)))
+    variance = np.trace(cov_a @ cov_b) + mean_a @ cov_b @ mean_a + mean_b @ cov_a @ mean_b
+    return {"beta": float(mean_a @ mean_b / scale), "sd": float(np.sqrt(variance) / scale),
+            "effective_dimension": float(np.trace(cov_a) ** 2 / np.trace(cov_a @ cov_a))}

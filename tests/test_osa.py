@@ -174,3 +174,64 @@ def test_proxy_estimator_is_seeded_and_leaves_the_global_random_state_alone():
     assert torch.equal(before, torch.random.get_rng_state())
     b = train_proxy_estimator(reference, epochs=1, seed=5)
     torch.testing.assert_close(a.class_embeddings(), b.class_embeddings())
+
+
+def test_cone_prediction_matches_monte_carlo_for_anisotropic_vectors():
+    from lnlkit.geometry import cone_prediction
+
+    rng = np.random.default_rng(0)
+    d = 256
+    factor = rng.normal(size=(d, d)) * np.exp(-np.arange(d) / 40)[:, None]  # a decaying spectrum
+    cov, mu = factor @ factor.T / d, rng.normal(size=d) * 0.15
+    a, b = rng.multivariate_normal(mu, cov, size=20_000), rng.multivariate_normal(mu, cov, size=20_000)
+    cosines = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    predicted = cone_prediction(mu, cov)
+    assert 0.2 < predicted["beta"] < 0.3 and 20 < predicted["effective_dimension"] < 50  # a real cone
+    assert abs(cosines.mean() - predicted["beta"]) < 0.01
+    assert abs(cosines.std() / predicted["sd"] - 1) < 0.05
+    # isotropic, centred: beta 0, spread 1 / sqrt(d), effective dimension d
+    iso = cone_prediction(np.zeros(d), np.eye(d))
+    assert iso["beta"] == 0 and iso["effective_dimension"] == pytest.approx(d)
+    assert iso["sd"] == pytest.approx(1 / np.sqrt(d))
+    # two distributions: the numerator is mu_a . mu_b
+    other = cone_prediction(mu, cov, -mu, cov)
+    assert other["beta"] == pytest.approx(-predicted["beta"])
+
+
+def test_ce_controls_for_the_clean_held_out_split():
+    """CE's clean_reference: the controls for OSA's access to a clean split (only it; it added to the noisy set)."""
+    from lnlkit.methods.base import RunFacts
+
+    digits = load_digits()
+    train, reference = hold_out(digits.train, 0.3)
+    noisy = make_noise("symmetric", train, 0.4, seed=1).noisy
+    train = train.with_noisy_labels(noisy)
+    facts = RunFacts(train=train, noise_rate=0.4, device=torch.device("cpu"), seed=1, reference=reference)
+    sets = {}
+    for mode in ("unused", "only", "added"):
+        method = build_method("ce", clean_reference=mode)
+        method.prepare(facts, None)
+        sets[mode] = method.training_set(train)
+    assert sets["unused"] is train
+    assert len(sets["only"]) == len(reference) and (sets["only"].noisy_labels == reference.labels).all()
+    added = sets["added"]
+    assert len(added) == len(train) + len(reference)
+    assert (added.noisy_labels[:len(train)] == noisy).all()  # the noisy part keeps its noisy labels
+    assert (added.noisy_labels[len(train):] == reference.labels).all()
+    with pytest.raises(ValueError, match="held-out"):
+        build_method("ce", clean_reference="only").prepare(
+            RunFacts(train=train, noise_rate=0.4, device=torch.device("cpu"), seed=1), None)
+    with pytest.raises(ValueError, match="clean_reference"):
+        build_method("ce", clean_reference="all")
+
+
+def test_fewest_errors_threshold_and_the_oracle_option():
+    from lnlkit.methods.osa import fewest_errors_threshold
+
+    similarity = np.array([0.1, 0.2, 0.3, 0.35, 0.5, 0.6, 0.7])
+    is_noisy = np.array([True, True, False, True, False, False, False])
+    # at 0.3: one clean pair below? none; one noisy pair (0.35) at or above -> 1 error, the fewest
+    assert fewest_errors_threshold(similarity, is_noisy) == 0.3
+    assert fewest_errors_threshold(similarity, np.zeros(7, bool)) == 0.1  # all clean: keep everything
+    with pytest.raises(ValueError, match="threshold"):
+        build_method("osa", estimator="proxy", threshold="median")

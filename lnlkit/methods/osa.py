@@ -47,6 +47,7 @@ def official_weight(similarity: torch.Tensor, beta: float) -> torch.Tensor:
 
 
 SCORING_FUNCTIONS = {"paper": osa_weight, "official": official_weight}
+THRESHOLDS = ("space_shift", "oracle")
 
 
 @torch.no_grad()
@@ -70,6 +71,17 @@ def space_shift(estimator, num_pairs: int = 256, image_kind: str = "uniform", cl
 
 
 # ---------------------------------------------------------------- noise-detection measures
+
+
+def fewest_errors_threshold(similarity, is_noisy) -> float:
+    """The similarity threshold that misclassifies fewest pairs (clean below it, noisy at or above
+    it): an oracle, since it reads the clean labels; OSA's ``threshold="oracle"`` uses it as beta."""
+    similarity, is_noisy = np.asarray(similarity, float), np.asarray(is_noisy, bool)
+    order = np.argsort(similarity, kind="stable")
+    noisy = is_noisy[order]
+    clean_below = np.cumsum(~noisy) - ~noisy
+    noisy_at_or_above = noisy.sum() - np.cumsum(noisy) + noisy
+    return float(similarity[order][int(np.argmin(clean_below + noisy_at_or_above))])
 
 
 def detection_metrics(weights, is_noisy) -> dict:
@@ -111,6 +123,10 @@ class OSA(Method):
     ``estimator="proxy"``) and ``osa-scores`` (beta and the similarity of every training pair).
     An estimator passed as an object is used as it is, and its scores are not cached.
 
+    ``threshold``: ``"space_shift"`` (beta of Eq. 4, the method) or ``"oracle"``: the similarity
+    threshold that separates the run's clean and noisy pairs best (:func:`fewest_errors_threshold`).
+    The oracle reads the clean labels: it is an upper reference for the choice of beta, not a method.
+
     ``clip_preprocessing``: how CLIP sees the images, ``"tensor"`` (a batched float bicubic
     resize, bf16 on GPU) or ``"official"`` (the released code: PIL bicubic on 8-bit images, fp16).
     When every similarity of a batch is at or below beta, the official scoring divides 0 by 0
@@ -124,12 +140,16 @@ class OSA(Method):
 
     def __init__(self, estimator: str | Estimator = "clip", scoring: str = "paper", num_random_pairs: int = 256,
                  random_images: str = "uniform", random_classes: str | None = None, seed: int = 0,
-                 proxy_epochs: int = 30, proxy_model: str = "small_cnn", clip_preprocessing: str = "tensor"):
+                 proxy_epochs: int = 30, proxy_model: str = "small_cnn", clip_preprocessing: str = "tensor",
+                 threshold: str = "space_shift"):
         if scoring not in SCORINGS:
             raise ValueError(f"scoring must be one of {SCORINGS}, got {scoring!r}")
         for option, value in [("num_random_pairs", num_random_pairs), ("proxy_epochs", proxy_epochs)]:
             if value < 1:
                 raise ValueError(f"OSA's {option} must be at least 1, got {value}")
+        if threshold not in THRESHOLDS:
+            raise ValueError(f"threshold must be one of {THRESHOLDS}, got {threshold!r}")
+        self.threshold = threshold
         if clip_preprocessing not in CLIP_PREPROCESSING:
             raise ValueError(f"clip_preprocessing must be one of {CLIP_PREPROCESSING}, got {clip_preprocessing!r}")
         if isinstance(estimator, str) and estimator not in ("clip", "proxy"):
@@ -194,12 +214,15 @@ class OSA(Method):
             scores = self._scores(self.estimator, facts.train)
         self.beta, self.random_classes = float(scores["beta"]), scores["random_classes"]
         self.similarity = scores["similarity"].float()
+        is_noisy = facts.train.noisy_labels != facts.train.labels
+        space_shift_beta = self.beta
+        if self.threshold == "oracle":  # reads the clean labels: a reference, not the method
+            self.beta = fewest_errors_threshold(self.similarity.numpy(), is_noisy)
         # Measurement only: how well the weights separate clean from noisy pairs.
         weights = self.score(self.similarity, self.beta).numpy()
-        is_noisy = facts.train.noisy_labels != facts.train.labels
         rank, optimal = mean_noise_rank(weights, is_noisy)
-        self.measured = {"beta": self.beta, "mean_noise_rank": rank, "optimal_noise_rank": optimal,
-                         "auroc": auroc(-self.similarity.numpy(), is_noisy),
+        self.measured = {"beta": self.beta, "space_shift_beta": space_shift_beta, "mean_noise_rank": rank,
+                         "optimal_noise_rank": optimal, "auroc": auroc(-self.similarity.numpy(), is_noisy),
                          **detection_metrics(weights, is_noisy)}
 
     def setup(self, trainer) -> None:
@@ -215,5 +238,5 @@ class OSA(Method):
         return {"estimator": name, "scoring": self.scoring, "num_random_pairs": self.num_random_pairs,
                 "random_images": self.random_images, "random_classes": self.random_classes,
                 "seed": self.seed, "proxy_epochs": self.proxy_epochs, "proxy_model": self.proxy_model,
-                "clip_preprocessing": self.clip_preprocessing,
+                "clip_preprocessing": self.clip_preprocessing, "threshold": self.threshold,
                 **self.measured}
