@@ -17,12 +17,14 @@ CLEAN_REFERENCE = ("unused", "only", "added")
 class CrossEntropy(Method):
     name = "ce"
     num_networks = 1
+    # class-level defaults: subclasses that keep CE's loss need not call this __init__
+    clean_reference = "unused"
+    reference: LabelledData | None = None
 
     def __init__(self, clean_reference: str = "unused"):
         if clean_reference not in CLEAN_REFERENCE:
             raise ValueError(f"clean_reference must be one of {CLEAN_REFERENCE}, got {clean_reference!r}")
         self.clean_reference = clean_reference
-        self.reference: LabelledData | None = None
 
     def prepare(self, facts, stages) -> None:
         if self.clean_reference != "unused" and facts.reference is None:
