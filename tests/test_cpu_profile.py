@@ -86,19 +86,16 @@ def test_cpu_profile_recipe():
 RERUN_ORDER = ["ce", "mixup", "coteaching", "osa", "causalnl"]
 
 
-def _committed_cpu_results():
-    """Committed cpu-profile result files, the cheapest method to train again first."""
+def _committed_cpu_results() -> list[tuple[Path, dict]]:
+    """Committed cpu-profile result files and their records, the cheapest method to train again first."""
     files = sorted(RESULTS.glob("cifar10-*-cpu-*.json")) if RESULTS.exists() else []
+    records = [(path, json.loads(path.read_text())) for path in files]
 
-    def cost(path):
-        method = json.loads(path.read_text())["run"]["method"]
-        return (RERUN_ORDER.index(method) if method in RERUN_ORDER else len(RERUN_ORDER), path.name)
+    def cost(item):
+        method = item[1]["run"]["method"]
+        return (RERUN_ORDER.index(method) if method in RERUN_ORDER else len(RERUN_ORDER), item[0].name)
 
-    return sorted(files, key=cost)
-
-
-def _same_torch(path) -> bool:
-    return json.loads(path.read_text())["provenance"]["torch_version"] == torch.__version__
+    return sorted(records, key=cost)
 
 
 @pytest.mark.skipif(not _committed_cpu_results(), reason="no committed cpu-profile result yet")
@@ -109,13 +106,13 @@ def test_a_committed_cpu_result_reproduces_its_first_epoch(shared_data, fresh_ca
     of floating-point sums, so the run is chosen among those made with the installed torch."""
     from lnlkit.run import rerun_epochs
 
-    same = [path for path in _committed_cpu_results() if _same_torch(path)]
+    committed = _committed_cpu_results()
+    same = [(path, record) for path, record in committed
+            if record["provenance"]["torch_version"] == torch.__version__]
     if not same:
-        made_with = sorted({json.loads(p.read_text())["provenance"]["torch_version"]
-                            for p in _committed_cpu_results()})
+        made_with = sorted({record["provenance"]["torch_version"] for _, record in committed})
         pytest.skip(f"the committed cpu results were made with torch {made_with}, this is {torch.__version__}")
-    path = same[0]
-    record = json.loads(path.read_text())
+    path, record = same[0]
     threads = torch.get_num_threads()
     torch.set_num_threads(int(re.search(r"(\d+) threads", record["device"]).group(1)))  # as the run had
     try:
