@@ -46,7 +46,13 @@ def _run_command(args) -> None:
                 if "test_acc_at_min_val_loss" in final else "")
     print(f"{args.method} on {args.dataset}: last-10 mean {100 * final['test_acc_last10_mean']:.2f} %{selected}, "
           f"oracle best epoch {100 * final['test_acc_oracle_best']:.2f} % "
-          f"({record['wall_time_s']:.0f} s on {record['device']})\nwrote {result.path}")
+          f"({record['wall_time_s']:.0f} s on {record['device']})")
+    if record.get("transition"):
+        scores = record["transition"]["scores"]
+        others = ", ".join(f"{name.replace('_', ' ')} {s['tv']:.3f}" for name, s in scores.items() if name != "estimate")
+        print(f"T(x) against {record['transition']['truth']}: total variation {scores['estimate']['tv']:.3f} "
+              f"({others}); main flip class right for {100 * scores['estimate']['main_flip']:.1f} %")
+    print(f"wrote {result.path}")
 
 
 def _sweep_command(args) -> None:

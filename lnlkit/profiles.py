@@ -34,7 +34,15 @@ _METHOD_RECIPES = {
     ("causalnl", "smoke"): dict(schedule="constant"),
     ("causalnl", "quick"): dict(schedule="constant"),
     ("causalnl", "paper"): dict(schedule="constant", epochs=150),
+    # VolMinNet (and Xia et al.'s protocol it follows): SGD 0.01, momentum 0.9, weight decay 1e-4,
+    # lr x0.1 at epochs 30 and 60 of 80.
+    ("volminnet", "paper"): dict(optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=1e-4, schedule="multistep",
+                                 milestones=(30, 60), epochs=80),
 }
+# Transition-matrix methods select their model on a 10 % noisy validation split, in every profile.
+for _method in ("forward", "volminnet", "dtm"):
+    for _profile in PROFILES:
+        _METHOD_RECIPES[(_method, _profile)] = {"val_fraction": 0.1} | _METHOD_RECIPES.get((_method, _profile), {})
 
 
 def train_config(profile: str, dataset: str, method: str | None = None, **overrides) -> TrainConfig:

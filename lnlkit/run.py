@@ -150,6 +150,37 @@ class RunPlan:
     init_digest: str | None = None
 
 
+def true_transition_rows(noise: NoisyLabels, train: LabelledData) -> tuple[np.ndarray, str]:
+    """The true row T(x_i)_{y_i} of each training sample, and what it is.
+
+    IDN: the estimable row (its whole T(x) follows from the noise's projection); symmetric and
+    pair-flip: the row of the class-level T that drew the labels; human labels: the one-hot
+    noisy label, whose mean per class (or per cluster) is the empirical transition.
+    """
+    if noise.idn_projection is not None:
+        t = noise.estimable_transition(train.flat_pixels_chw())
+        return t[np.arange(len(train)), train.labels], "estimable IDN rows"
+    if noise.transition is not None:
+        return noise.transition[train.labels], f"the {noise.kind} transition matrix"
+    return np.eye(noise.num_classes)[train.noisy_labels], "one-hot noisy labels (empirical transition)"
+
+
+def transition_record(method, train: LabelledData, noise: NoisyLabels) -> dict | None:
+    """What a T-estimating method found, scored against the truth (:func:`lnlkit.transition.transition_report`)."""
+    from .transition import transition_report
+
+    estimate = method.transition_estimate()
+    if estimate is None:
+        return None
+    true_rows, truth = true_transition_rows(noise, train)
+    record = {"truth": truth, "scores": transition_report(estimate, true_rows, train.labels, train.noisy_labels,
+                                                         method.transition_groups(),
+                                                         method.transition_references())}
+    if np.ndim(estimate) == 2:  # one T for all images: keep it
+        record["estimate"] = np.round(estimate, 6).tolist()
+    return record
+
+
 def plan_run(*, method: str, dataset: str, noise: str, rate: float | None = None, label_set: str | None = None,
              noise_seed: int | None = None, seed: int = 1, profile: str = "smoke", held_out: float = 0.0,
              method_options: dict | None = None, config_overrides: dict | None = None,
@@ -277,6 +308,7 @@ def run_experiment(*, method: str, dataset: str, noise: str, rate: float | None 
             "n_test": len(data.test),
             "stages": trainer.stages.summary(),
             "final": result.final,
+            "transition": transition_record(algorithm, train, noisy),
             "history": result.history,
             "wall_time_s": result.wall_time_s,
             "stage_time_s": sum(r.build_s for r in trainer.stages.records if r.status != "loaded"),

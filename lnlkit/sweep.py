@@ -92,15 +92,23 @@ TABLES = {
     "causalnl-table3": dict(
         about="CausalNL Table 3: CIFAR-10 with instance-dependent noise, 20-50 %",
         methods=["ce", "mixup", "coteaching", "causalnl"], dataset="cifar10", settings=CIFAR10_IDN),
+    "dtm-table1": dict(
+        about="DTM Table 1: CIFAR-10 with instance-dependent noise, 10-50 %",
+        methods=["ce", "volminnet", "dtm"], dataset="cifar10",
+        settings=[("idn", rate, None) for rate in (0.1, 0.2, 0.3, 0.4, 0.5)]),
     "dtm-table2": dict(
         about="DTM Table 2: CIFAR-10N human labels (aggre, random1-3, worst)",
-        methods=["ce", "coteaching", "causalnl"], dataset="cifar10",
+        methods=["ce", "coteaching", "volminnet", "dtm"], dataset="cifar10",
         settings=[("human", None, s) for s in ("aggre", "random1", "random2", "random3", "worst")]),
     "campaign": dict(
         about="The cpu-profile campaign: CE, Co-teaching, CausalNL and OSA (proxy, with CE on the same "
               "70 % as its baseline) on CIFAR-10 IDN-20 %, IDN-40 % and CIFAR-10N worst",
         methods=["ce", "coteaching", "causalnl", "osa", "ce@held_out"], dataset="cifar10",
         settings=[("idn", 0.2, None), ("idn", 0.4, None), ("human", None, "worst")],
+        seeds=(1, 2, 3), profile="cpu"),
+    "dtm-campaign": dict(
+        about="The cpu-profile runs of the DTM chapter: VolMinNet and DTM on CIFAR-10 IDN-20 % and IDN-40 %",
+        methods=["volminnet", "dtm"], dataset="cifar10", settings=[("idn", 0.2, None), ("idn", 0.4, None)],
         seeds=(1, 2, 3), profile="cpu"),
 }
 

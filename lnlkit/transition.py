@@ -1,4 +1,12 @@
-"""Transition matrices: how far an estimate of T(x) lies from the truth.
+"""Transition matrices: parameterisations, the forward-corrected loss, estimators, and how far an
+estimate of T(x) lies from the truth.
+
+- W -> T: :func:`volminnet_transition` and :func:`dtm_transition` keep T row-stochastic with a
+  dominant diagonal for any real W;
+- losses: :func:`forward_corrected_nll` (Forward, VolMinNet, DTM's Eq. 7) and :func:`log_volume`;
+- estimators: :func:`anchor_point_transition` (Forward);
+- scores: :func:`transition_scores` and :func:`transition_report` (total variation, main flip
+  class, NLL of the noisy label, beside the identity, class oracle and cluster oracle).
 
 With synthetic noise the truth is known. For instance-dependent noise
 (:func:`lnlkit.noise.instance_dependent_noise`) there are two truths per instance: the
@@ -11,6 +19,8 @@ IDN-40 %, so estimates are best judged against the estimable rows.
 from __future__ import annotations
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 
 def transition_error(estimated_rows, true_rows, clean_labels, num_classes: int | None = None) -> dict:
@@ -36,3 +46,171 @@ def transition_error(estimated_rows, true_rows, clean_labels, num_classes: int |
     sums = np.bincount(clean_labels, weights=per_instance, minlength=num_classes)
     per_class = np.divide(sums, counts, out=np.full(num_classes, np.nan), where=counts > 0)
     return {"per_instance": per_instance, "mean": float(per_instance.mean()), "per_class": per_class}
+
+
+# ---------------------------------------------------------------- parameterisations W -> T
+#
+# Both keep T a row-stochastic matrix with a dominant diagonal whatever the free parameters W
+# (C x C, any real values) are, so an optimizer (VolMinNet) or a diffusion model (DTM) can work
+# on W without constraints.
+
+
+def volminnet_transition(w: torch.Tensor) -> torch.Tensor:
+    """VolMinNet (Li et al., 2021): T = row-normalise(I + sigmoid(W) * (1 - I)); W of shape (..., C, C).
+
+    The diagonal entry before normalisation is 1 and each off-diagonal one lies in (0, 1), so
+    T_ii > T_ij for every j != i.
+    """
+    eye = torch.eye(w.shape[-1], dtype=w.dtype, device=w.device)
+    a = eye + torch.sigmoid(w) * (1 - eye)
+    return a / a.sum(-1, keepdim=True)
+
+
+def dtm_transition(w: torch.Tensor, normalise: str = "rows") -> torch.Tensor:
+    """DTM (Sec. 3.4): A_ii = 1 + sigmoid(w_ii), A_ij = sigmoid(w_ij), then normalised; W of shape (..., C, C).
+
+    ``normalise="rows"`` divides each row by its sum, which is what the text says it wants (rows
+    summing to 1, the diagonal the largest entry of each row). ``"columns"`` is the formula as
+    printed, T_ij = A_ij / sum_k A_kj: its *columns* sum to 1, and its rows in general do not.
+    """
+    if normalise not in ("rows", "columns"):
+        raise ValueError(f"normalise must be 'rows' or 'columns', got {normalise!r}")
+    eye = torch.eye(w.shape[-1], dtype=w.dtype, device=w.device)
+    a = torch.sigmoid(w) + eye
+    return a / a.sum(-1 if normalise == "rows" else -2, keepdim=True)
+
+
+def transition_logit(t: torch.Tensor, kind: str = "volminnet") -> torch.Tensor:
+    """A W whose transform is (approximately) ``t``: the inverse of the parameterisations above.
+
+    For VolMinNet's form, W_ij = logit(T_ij / T_ii) off the diagonal (exact whenever T_ij < T_ii).
+    For DTM's row form, A_ij = T_ij / T_ii * A_ii needs A_ii, which is fixed by solving
+    A_ii = 1 + sigmoid(w_ii) with w_ii = 0 (A_ii = 1.5): exact when every T_ij / T_ii < 2/3.
+    Ratios are clipped into the parameterisation's range.
+    """
+    eye = torch.eye(t.shape[-1], dtype=t.dtype, device=t.device).bool()
+    diag = torch.diagonal(t, dim1=-2, dim2=-1).unsqueeze(-1)
+    ratio = t / diag
+    if kind == "volminnet":
+        off = ratio.clamp(1e-4, 1 - 1e-4)
+        return torch.where(eye, torch.zeros_like(t), torch.logit(off))
+    if kind == "dtm":
+        off = (1.5 * ratio).clamp(1e-4, 1 - 1e-4)
+        return torch.where(eye, torch.zeros_like(t), torch.logit(off))
+    raise ValueError(f"kind must be 'volminnet' or 'dtm', got {kind!r}")
+
+
+# ---------------------------------------------------------------- losses
+
+
+def forward_corrected_nll(logits: torch.Tensor, transition: torch.Tensor, noisy_labels: torch.Tensor,
+                          reduction: str = "none") -> torch.Tensor:
+    """-log (T^T softmax(f(x)))_ỹ: the forward correction of Patrini et al. (2017), DTM's Eq. 7.
+
+    ``transition`` is one (C, C) matrix for all samples or one per sample (B, C, C); entry
+    [i, j] = P(ỹ = j | y = i, x), so the noisy posterior is p(ỹ | x) = sum_i p(y = i | x) T_i.
+    With T = I this is the cross-entropy.
+    """
+    clean = logits.float().softmax(-1)
+    t = transition.float()
+    noisy = clean @ t if t.ndim == 2 else torch.einsum("bi,bij->bj", clean, t)
+    return F.nll_loss(noisy.clamp_min(1e-12).log(), noisy_labels, reduction=reduction)
+
+
+def log_volume(transition: torch.Tensor) -> torch.Tensor:
+    """log |det T|: VolMinNet's volume penalty (minimised with weight lambda; mean over a stack of matrices)."""
+    return torch.linalg.slogdet(transition.float())[1].mean()
+
+
+# ---------------------------------------------------------------- estimators
+
+
+def anchor_point_transition(noisy_probs, quantile: float = 0.97) -> np.ndarray:
+    """Patrini et al.'s anchor-point estimate of a class-level T from a noisy-label classifier.
+
+    For each class i the anchor is the sample whose p(ỹ = i | x) is at the ``quantile`` of that
+    column (1.0: the maximum, the estimator as derived; 0.97: the official code's robust
+    choice); row i of T is that sample's whole noisy posterior. An anchor of class i is an
+    image that surely belongs to i, so its noisy posterior is T_i.
+    """
+    probs = np.asarray(noisy_probs, dtype=np.float64)
+    if probs.ndim != 2 or not 0.0 < quantile <= 1.0:
+        raise ValueError(f"need (N, C) probabilities and a quantile in (0, 1], got {probs.shape} and {quantile}")
+    rows = []
+    for i in range(probs.shape[1]):
+        column = probs[:, i]
+        threshold = np.quantile(column, quantile, method="higher")
+        candidates = np.flatnonzero(column >= threshold)
+        anchor = candidates[np.argmin(column[candidates])]  # the sample at the quantile
+        rows.append(probs[anchor])
+    t = np.array(rows)
+    return t / t.sum(1, keepdims=True)
+
+
+# ---------------------------------------------------------------- how good is an estimate of T(x)?
+
+
+def _as_rows(estimate, clean_labels) -> np.ndarray:
+    """The clean-class row of each sample from a (C, C) matrix, (N, C, C) matrices or (N, C) rows."""
+    est = np.asarray(estimate, dtype=np.float64)
+    if est.ndim == 2 and est.shape[0] == est.shape[1] and est.shape[0] != len(clean_labels):
+        return est[clean_labels]
+    if est.ndim == 3:
+        return est[np.arange(len(clean_labels)), clean_labels]
+    return est
+
+
+def transition_scores(estimate, true_rows, clean_labels, noisy_labels) -> dict:
+    """How well ``estimate`` matches the true rows T(x_i)_{y_i}, per sample and on average.
+
+    - ``tv``: total variation 1/2 ||T_hat(x)_y - T(x)_y||_1 (0 = exact, 1 = disjoint);
+    - ``main_flip``: the estimate's largest off-diagonal entry names the true row's main flip class;
+    - ``nll``: -log T_hat(x)_{y, ỹ}, how surprised the estimate is by the noisy label actually drawn.
+    Means are over samples; ``tv_per_class`` averages ``tv`` within each clean class.
+    """
+    clean, noisy = np.asarray(clean_labels), np.asarray(noisy_labels)
+    est, true = _as_rows(estimate, clean), np.asarray(true_rows, dtype=np.float64)
+    n, c = true.shape
+    tv = 0.5 * np.abs(est - true).sum(1)
+    off_est, off_true = est.copy(), true.copy()
+    off_est[np.arange(n), clean] = -np.inf
+    off_true[np.arange(n), clean] = -np.inf
+    main_flip = off_est.argmax(1) == off_true.argmax(1)
+    nll = -np.log(np.clip(est[np.arange(n), noisy], 1e-12, None))
+    counts = np.bincount(clean, minlength=c)
+    per_class = np.bincount(clean, weights=tv, minlength=c) / np.maximum(counts, 1)
+    return {"tv": float(tv.mean()), "main_flip": float(main_flip.mean()), "nll": float(nll.mean()),
+            "tv_per_class": per_class.tolist(), "tv_per_sample": tv}
+
+
+def group_mean_rows(true_rows, clean_labels, groups=None) -> np.ndarray:
+    """Each sample's row replaced by the mean true row of its (group, clean class): the best a per-group T can do.
+
+    Without groups this is the class oracle (one T for all images, the class-level truth
+    E[T(x) | y]); with cluster ids it is the cluster oracle.
+    """
+    true, clean = np.asarray(true_rows, dtype=np.float64), np.asarray(clean_labels)
+    groups = np.zeros(len(clean), np.int64) if groups is None else np.asarray(groups, np.int64)
+    keys = groups * true.shape[1] + clean
+    _, inverse = np.unique(keys, return_inverse=True)
+    sums = np.zeros((inverse.max() + 1, true.shape[1]))
+    np.add.at(sums, inverse, true)
+    return (sums / np.bincount(inverse)[:, None])[inverse]
+
+
+def transition_report(estimate, true_rows, clean_labels, noisy_labels, clusters=None, others=None) -> dict:
+    """Scores of ``estimate`` (and of any ``others``, name -> estimate) beside three references: the
+    identity, the class oracle and (given the cluster of each sample) the cluster oracle.
+    JSON-ready (no per-sample arrays)."""
+    clean = np.asarray(clean_labels)
+    c = np.asarray(true_rows).shape[1]
+    candidates = {"estimate": estimate, **(others or {}), "identity": np.eye(c),
+                  "class_oracle": group_mean_rows(true_rows, clean)}
+    if clusters is not None:
+        candidates["cluster_oracle"] = group_mean_rows(true_rows, clean, clusters)
+    report = {}
+    for name, rows in candidates.items():
+        scores = transition_scores(rows, true_rows, clean, noisy_labels)
+        scores.pop("tv_per_sample")
+        report[name] = scores
+    return report

@@ -7,8 +7,12 @@ from .coteaching import CoTeaching
 from .mixup import Mixup
 from .options import coerce_options
 from .osa import OSA
+from .forward import Forward
+from .volminnet import VolMinNet
+from .dtm import DTM
 
-METHODS = {"ce": CrossEntropy, "coteaching": CoTeaching, "mixup": Mixup, "causalnl": CausalNL, "osa": OSA}
+METHODS = {"ce": CrossEntropy, "coteaching": CoTeaching, "mixup": Mixup, "causalnl": CausalNL, "osa": OSA,
+           "forward": Forward, "volminnet": VolMinNet, "dtm": DTM}
 
 
 def build_method(name: str, **options) -> Method:
@@ -22,5 +26,5 @@ def build_method(name: str, **options) -> Method:
     return METHODS[name](**coerce_options(name, METHODS[name], options))
 
 
-__all__ = ["coerce_options", "Method", "ParameterGroup", "RunFacts", "CrossEntropy", "CoTeaching", "Mixup", "CausalNL", "OSA",
+__all__ = ["coerce_options", "Method", "ParameterGroup", "RunFacts", "CrossEntropy", "CoTeaching", "Mixup", "CausalNL", "OSA", "Forward", "VolMinNet", "DTM",
            "METHODS", "build_method"]

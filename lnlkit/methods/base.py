@@ -52,6 +52,8 @@ class RunFacts:
     device: torch.device
     seed: int  # the training seed
     reference: LabelledData | None = None  # a clean held-out split (proxy external knowledge), if any
+    model: str | None = None  # the classifier's architecture (a stage may train an encoder of the same shape)
+    progress: bool = False  # show progress bars for long stages
 
     @property
     def class_names(self) -> list[str]:
@@ -144,6 +146,19 @@ class Method:
             weighted = loss if weights is None else weights * loss
             total = total + (weighted * mask).sum() / mask.sum().clamp_min(1)
         return total
+
+    def transition_estimate(self):
+        """The method's estimate of T(x) after training, for methods that estimate one: a (C, C) array
+        (one T for all images), or (N, C, C) in the order of the training set; None otherwise."""
+        return None
+
+    def transition_references(self) -> dict:
+        """Other estimates worth scoring beside the final one (name -> estimate, shaped as above)."""
+        return {}
+
+    def transition_groups(self):
+        """(N,) group (cluster) of each training sample, for methods whose estimate is per group; or None."""
+        return None
 
     def options(self) -> dict:
         """The method's settings (and what its stages measured), recorded in result files; JSON values only."""

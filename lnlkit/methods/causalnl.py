@@ -23,6 +23,7 @@ paper's version is the default, and ``official_code=True`` sets them all.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -302,6 +303,25 @@ class CausalNL(Method):
         x_hat = parts.image_decoder(q_y, mu).float()
         noisy_probs = parts.noisy_label_decoder(x_hat, q_y).float().softmax(dim=1)
         return {"q_y": q_y, "mu": mu, "logvar": logvar, "x": target, "x_hat": x_hat, "noisy_probs": noisy_probs}
+
+    @torch.no_grad()
+    def transition_estimate(self, branch: int = 0) -> np.ndarray:
+        """T(x) of every training image as the noisy-label decoder models it: row y is
+        p(Ỹ | Y = y, x̂) with x̂ decoded from (y, the posterior mean of z given x and y)."""
+        trainer = self.trainer
+        parts = trainer.auxiliary[branch].eval()
+        eye = torch.eye(trainer.num_classes, device=trainer.device)
+        matrices = []
+        for _, x in trainer.train.batches(trainer.config.eval_batch_size):
+            target = trainer.prepare(self.reconstruction_target(trainer, x))
+            rows = []
+            for c in range(trainer.num_classes):
+                y = eye[c].expand(len(x), -1)
+                mu, _ = parts.latent_encoder(target, y).float().chunk(2, dim=1)
+                x_hat = parts.image_decoder(y, mu)
+                rows.append(parts.noisy_label_decoder(x_hat, y).float().softmax(1))
+            matrices.append(torch.stack(rows, dim=1))
+        return torch.cat(matrices).cpu().numpy()
 
     def options(self):
         return {"rate": self.coteaching.rate, "z_dim": self.z_dim, "ramp_epochs": self.coteaching.ramp_epochs,
