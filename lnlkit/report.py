@@ -144,7 +144,8 @@ def paper_vs_ours(ours: pd.DataFrame, dataset: str, metric: str | list = "last10
                  f" ({citation(p)}; {p['metric']})" for _, p in papers.iterrows()]
         trained_on = f" (trained on {100 * (1 - setting['held_out']):.0f} %)" if setting["held_out"] else ""
         rows.append({"noise": setting["noise"], "method": setting["method"] + trained_on,
-                     **{f"ours: {METRIC_NAMES.get(m, m)} (%)": mean_ci(part[m]).format(2) for m in metrics},
+                     **{f"ours: {METRIC_NAMES.get(m, m)} (%)": mean_ci(part[m]).format(2) if part[m].notna().any()
+                        else None for m in metrics},  # e.g. no validation split: no model selection
                      "seeds": len(part), "paper (%)": "; ".join(cited) or "—",
                      "our setting": f"profile {setting['profile']}, {setting['model']}, {setting['epochs']} epochs, "
                                     f"{setting['data_source']}"})

@@ -402,7 +402,6 @@ class Trainer:
         cfg = self.config
         start = self._resume()
         stop = cfg.epochs if until_epoch is None else min(until_epoch, cfg.epochs)
-        t0 = time.perf_counter()
         bar = tqdm(range(start, stop), desc=f"{self.method.name} on {self.device.type}", disable=not cfg.progress,
                    initial=start, total=cfg.epochs)
         for epoch in bar:

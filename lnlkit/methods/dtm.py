@@ -106,6 +106,9 @@ class DTM(Method):
         formula as printed).
     init_classifier : bool
         Start the classifier from the SimCLR encoder's weights (the paper does not say).
+    one_matrix : bool
+        A control, not the method: train with the mean of the sampled T(x) for every image, to
+        tell what the per-image matrices add beyond their average.
     """
 
     name = "dtm"
@@ -115,8 +118,8 @@ class DTM(Method):
     def __init__(self, features: str = "simclr", simclr_epochs: int = 30, clustering: bool = True,
                  clusters_per_class: int = 10, images_per_cluster: int = 50, cluster_epochs: int = 100,
                  diffusion: bool = True, schedule: str = "paper", steps: int = 10, start: str = "noise",
-                 diffusion_epochs: int = 200, normalise: str = "rows", init_classifier: bool = False,
-                 volume_weight: float = 1e-4, seed: int = 0):
+                 diffusion_epochs: int = 100, normalise: str = "rows", init_classifier: bool = False,
+                 one_matrix: bool = False, volume_weight: float = 1e-4, seed: int = 0):
         for option, value, allowed in [("features", features, FEATURES), ("schedule", schedule, SCHEDULES),
                                        ("start", start, STARTS), ("normalise", normalise, NORMALISE)]:
             if value not in allowed:
@@ -134,7 +137,7 @@ class DTM(Method):
                                                                                  images_per_cluster, cluster_epochs)
         self.diffusion, self.schedule, self.steps, self.start = diffusion, schedule, steps, start
         self.diffusion_epochs, self.normalise, self.init_classifier = diffusion_epochs, normalise, init_classifier
-        self.volume_weight, self.seed = volume_weight, seed
+        self.volume_weight, self.seed, self.one_matrix = volume_weight, seed, one_matrix
         self.num_clusters: int | None = None
 
     # ------------------------------------------------------------ stages
@@ -175,6 +178,8 @@ class DTM(Method):
         else:
             w = w_start
         self.transitions = dtm_transition(w, self.normalise)  # T(x) of every training image, (N, C, C)
+        if self.one_matrix:  # the control: the same matrices' mean, one T for every image
+            self.transitions = self.transitions.mean(0, keepdim=True).expand_as(self.transitions).clone()
 
     def _features(self, facts) -> dict:
         from ..simclr import pixel_features, train_simclr
@@ -228,4 +233,5 @@ class DTM(Method):
                 "num_clusters": self.num_clusters, "cluster_epochs": self.cluster_epochs,
                 "diffusion": self.diffusion, "schedule": self.schedule, "steps": self.steps, "start": self.start,
                 "diffusion_epochs": self.diffusion_epochs, "normalise": self.normalise,
-                "init_classifier": self.init_classifier, "volume_weight": self.volume_weight, "seed": self.seed}
+                "init_classifier": self.init_classifier, "one_matrix": self.one_matrix,
+                "volume_weight": self.volume_weight, "seed": self.seed}
