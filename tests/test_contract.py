@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from lnlkit.methods import METHODS, build_method
+from lnlkit.methods import METHODS, Method, build_method
 from lnlkit.results import check_record
 from lnlkit.run import run_experiment
 from lnlkit.trainer import Trainer
@@ -51,6 +51,12 @@ def test_seeded_runs_are_identical_and_options_are_json(name):
     assert _history(a) == _history(b)
     options = a.method.options()
     assert json.loads(json.dumps(options)) == options  # plain JSON values, nothing lost
+    # A method that estimates T(x) has it scored against the true IDN rows in its record.
+    estimates = type(a.method).transition_estimate is not Method.transition_estimate
+    assert (a.record["transition"] is not None) == estimates
+    if estimates:
+        scores = a.record["transition"]["scores"]
+        assert 0 <= scores["estimate"]["tv"] <= 1 and scores["identity"]["tv"] > scores["class_oracle"]["tv"]
 
 
 def test_interrupted_run_resumes_to_the_same_result_without_rebuilding_stages(name, tmp_path, monkeypatch):
