@@ -128,10 +128,13 @@ def log_volume(transition: torch.Tensor) -> torch.Tensor:
 def anchor_point_transition(noisy_probs, quantile: float = 0.97) -> np.ndarray:
     """Patrini et al.'s anchor-point estimate of a class-level T from a noisy-label classifier.
 
-    For each class i the anchor is the sample whose p(ỹ = i | x) is at the ``quantile`` of that
-    column (1.0: the maximum, the estimator as derived; 0.97: the official code's robust
-    choice); row i of T is that sample's whole noisy posterior. An anchor of class i is an
-    image that surely belongs to i, so its noisy posterior is T_i.
+    An anchor of class i is an image that surely belongs to i, so its noisy posterior
+    p(ỹ | x) is the row T_i. With ``quantile=1.0`` the anchor is the image with the largest
+    p(ỹ = i | x), the estimator as derived. With ``quantile < 1`` it is the image with the
+    largest p(ỹ = i | x) *below* that column's ``quantile`` (the original code's outlier
+    filter, at 0.97: over-confident images are skipped). The original code zeroes the skipped
+    entries in place, so later rows read a modified array; here every row is the anchor's
+    unmodified posterior.
     """
     probs = np.asarray(noisy_probs, dtype=np.float64)
     if probs.ndim != 2 or not 0.0 < quantile <= 1.0:
@@ -139,10 +142,9 @@ def anchor_point_transition(noisy_probs, quantile: float = 0.97) -> np.ndarray:
     rows = []
     for i in range(probs.shape[1]):
         column = probs[:, i]
-        threshold = np.quantile(column, quantile, method="higher")
-        candidates = np.flatnonzero(column >= threshold)
-        anchor = candidates[np.argmin(column[candidates])]  # the sample at the quantile
-        rows.append(probs[anchor])
+        if quantile < 1.0:
+            column = np.where(column >= np.quantile(column, quantile, method="higher"), -np.inf, column)
+        rows.append(probs[np.argmax(column)])
     t = np.array(rows)
     return t / t.sum(1, keepdims=True)
 

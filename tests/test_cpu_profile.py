@@ -83,7 +83,7 @@ def test_cpu_profile_recipe():
 
 
 # Cheapest to train again first (OSA also trains its proxy estimator; CausalNL two VAEs).
-RERUN_ORDER = ["ce", "mixup", "coteaching", "osa", "causalnl"]
+RERUN_ORDER = ["ce", "mixup", "forward", "volminnet", "coteaching", "osa", "causalnl", "dtm"]
 
 
 def _committed_cpu_results() -> list[tuple[Path, dict]]:

@@ -32,8 +32,9 @@ class Forward(Method):
     warmup_epochs : int or None
         Epochs of plain cross-entropy before T is estimated; None: a third of the run.
     quantile : float
-        Where each class's anchor sits in its column of p(ỹ | x): 0.97 as in the original code
-        (robust to a few over-confident outliers), 1.0 for the arg-max of the derivation.
+        Each class's anchor is the image with the largest p(ỹ = i | x) below this quantile of
+        the column: 0.97 as in the original code (skipping a few over-confident outliers), 1.0
+        for the arg-max of the derivation.
     restart : bool
         Train the corrected classifier from its initial weights (the paper) or go on from the
         warm-up network.
