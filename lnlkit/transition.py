@@ -80,26 +80,6 @@ def dtm_transition(w: torch.Tensor, normalise: str = "rows") -> torch.Tensor:
     return a / a.sum(-1 if normalise == "rows" else -2, keepdim=True)
 
 
-def transition_logit(t: torch.Tensor, kind: str = "volminnet") -> torch.Tensor:
-    """A W whose transform is (approximately) ``t``: the inverse of the parameterisations above.
-
-    For VolMinNet's form, W_ij = logit(T_ij / T_ii) off the diagonal (exact whenever T_ij < T_ii).
-    For DTM's row form, A_ij = T_ij / T_ii * A_ii needs A_ii, which is fixed by solving
-    A_ii = 1 + sigmoid(w_ii) with w_ii = 0 (A_ii = 1.5): exact when every T_ij / T_ii < 2/3.
-    Ratios are clipped into the parameterisation's range.
-    """
-    eye = torch.eye(t.shape[-1], dtype=t.dtype, device=t.device).bool()
-    diag = torch.diagonal(t, dim1=-2, dim2=-1).unsqueeze(-1)
-    ratio = t / diag
-    if kind == "volminnet":
-        off = ratio.clamp(1e-4, 1 - 1e-4)
-        return torch.where(eye, torch.zeros_like(t), torch.logit(off))
-    if kind == "dtm":
-        off = (1.5 * ratio).clamp(1e-4, 1 - 1e-4)
-        return torch.where(eye, torch.zeros_like(t), torch.logit(off))
-    raise ValueError(f"kind must be 'volminnet' or 'dtm', got {kind!r}")
-
-
 # ---------------------------------------------------------------- losses
 
 
