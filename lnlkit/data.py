@@ -349,6 +349,18 @@ def load_cifar_n(label_set: str, download: bool = True) -> dict[str, np.ndarray]
 # ---------------------------------------------------------------- embedded smoke-profile data
 
 
+def canonical_order(images: np.ndarray) -> np.ndarray:
+    """An order of ``images`` that depends on their content only, not on how they were split or shuffled.
+
+    A stage that learns from the images alone (SimCLR) sorts them this way, so that every
+    split of the same images (another noise rate draws another validation split) reuses one
+    cached result. Identical images may tie; their order cannot change the content.
+    """
+    flat = np.ascontiguousarray(images).reshape(len(images), -1)
+    keys = np.array([hashlib.blake2b(row.tobytes(), digest_size=8).digest() for row in flat], dtype="S8")
+    return np.argsort(keys, kind="stable")
+
+
 def split_indices(strata: np.ndarray, size: int | float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Sorted indices (rest, split off) with ``size`` (a fraction or a count) split off, stratified by ``strata``.
 

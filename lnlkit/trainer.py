@@ -267,7 +267,8 @@ class Trainer:
         if noise_rate is None:
             noise_rate = float(np.mean(train.noisy_labels != train.labels))
         facts = RunFacts(train=train, noise_rate=noise_rate, device=self.device, seed=config.seed,
-                         reference=reference, model=config.model, progress=config.progress)
+                         reference=reference, model=config.model, progress=config.progress,
+                         unlabelled_images=None if val is None else val.inputs)
         method.prepare(facts, self.stages)
         train = method.training_set(train)
         self.num_classes, self.input_shape = train.num_classes, tuple(train.inputs.shape[1:])

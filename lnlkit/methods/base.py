@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -54,6 +55,8 @@ class RunFacts:
     reference: LabelledData | None = None  # a clean held-out split (proxy external knowledge), if any
     model: str | None = None  # the classifier's architecture (a stage may train an encoder of the same shape)
     progress: bool = False  # show progress bars for long stages
+    # The noisy validation split's images, never its labels: a self-supervised stage may learn from them.
+    unlabelled_images: np.ndarray | None = None
 
     @property
     def class_names(self) -> list[str]:

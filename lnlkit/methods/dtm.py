@@ -4,6 +4,8 @@ Four cached stages run before training, each keyed by everything it depends on:
 
 1. ``dtm-features``: the pre-trained encoder f_p. SimCLR on the training images (no labels),
    or, for the "without pre-training" ablation, the leading principal components of the pixels.
+   The noisy validation split's images join in (as every training image does in the paper):
+   the features then do not depend on the noise, and one stage serves every noise setting.
 2. ``dtm-clusters``: K-means on the features; K = 10 x C in the paper.
 3. ``dtm-cluster-transitions``: one VolMinNet matrix T_k per cluster, the starting matrices. A
    classifier head on the frozen features and the K matrices are learnt together with the
@@ -31,6 +33,8 @@ from torch import nn
 
 from ..matrix_diffusion import SCHEDULES, STARTS, MatrixDenoiser, sample_matrices, train_matrix_diffusion
 from ..transition import dtm_transition, forward_corrected_nll, log_volume, volminnet_transition
+from ..data import LabelledData, canonical_order
+from ..files import digest
 from .base import Method
 
 FEATURES = ("simclr", "pixels")
@@ -146,14 +150,21 @@ class DTM(Method):
         train, c = facts.train, facts.num_classes
         self.num_clusters = max(1, min(self.clusters_per_class * c, len(train) // self.images_per_cluster)) \
             if self.clustering else 1
-        key = {"images": train.digest(noisy=False), "features": self.features, "seed": self.seed}
+        # Every image the run holds, validation included, in an order set by content alone.
+        pool = train.inputs if facts.unlabelled_images is None else \
+            np.concatenate([train.inputs, facts.unlabelled_images])
+        order = canonical_order(pool)
+        images = LabelledData(pool[order], np.zeros(len(pool)), train.classes, train.name, train.source)
+        key = {"images": digest(images.inputs), "features": self.features, "seed": self.seed}
         if self.features == "simclr":
             key |= {"model": facts.model, "simclr_epochs": self.simclr_epochs}
-        encoded = stages.run("dtm-features", key, lambda: self._features(facts))
-        feats = encoded["features"].float()
+        encoded = stages.run("dtm-features", key, lambda: self._features(images, facts))
+        row_of = np.empty(len(pool), np.int64)
+        row_of[order] = np.arange(len(pool))  # pool position -> row of the stage's features
+        feats = encoded["features"].float()[row_of[:len(train)]]
         self.encoder_state, self.image_features = encoded.get("encoder"), feats
 
-        key |= {"num_clusters": self.num_clusters}
+        key |= {"train_images": train.digest(noisy=False), "num_clusters": self.num_clusters}
         clusters = stages.run("dtm-clusters", key, lambda: self._clusters(feats))["clusters"].long()
 
         key |= {"noisy_labels": train.digest(), "cluster_epochs": self.cluster_epochs,
@@ -181,12 +192,12 @@ class DTM(Method):
         if self.one_matrix:  # the control: the same matrices' mean, one T for every image
             self.transitions = self.transitions.mean(0, keepdim=True).expand_as(self.transitions).clone()
 
-    def _features(self, facts) -> dict:
+    def _features(self, images, facts) -> dict:
         from ..simclr import pixel_features, train_simclr
 
         if self.features == "pixels":
-            return {"features": pixel_features(facts.train, seed=self.seed)}
-        return train_simclr(facts.train, model=facts.model, epochs=self.simclr_epochs, seed=self.seed,
+            return {"features": pixel_features(images, seed=self.seed)}
+        return train_simclr(images, model=facts.model, epochs=self.simclr_epochs, seed=self.seed,
                             device=facts.device, progress=facts.progress)
 
     def _clusters(self, feats: torch.Tensor) -> dict:
