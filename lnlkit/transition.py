@@ -183,16 +183,29 @@ def group_mean_rows(true_rows, clean_labels, groups=None) -> np.ndarray:
 def transition_report(estimate, true_rows, clean_labels, noisy_labels, clusters=None, others=None) -> dict:
     """Scores of ``estimate`` (and of any ``others``, name -> estimate) beside three references: the
     identity, the class oracle and (given the cluster of each sample) the cluster oracle.
-    JSON-ready (no per-sample arrays)."""
+
+    Besides the per-sample scores, ``tv_class_level`` compares averages: the estimate's mean row
+    per clean class against the true one (for human labels, whose true rows are one-hot noisy
+    labels, that is the empirical transition matrix); ``tv_cluster_level`` does the same per
+    (cluster, class). Both are sample-weighted means. JSON-ready (no per-sample arrays)."""
     clean = np.asarray(clean_labels)
     c = np.asarray(true_rows).shape[1]
-    candidates = {"estimate": estimate, **(others or {}), "identity": np.eye(c),
-                  "class_oracle": group_mean_rows(true_rows, clean)}
+    class_truth = group_mean_rows(true_rows, clean)
+    cluster_truth = None if clusters is None else group_mean_rows(true_rows, clean, clusters)
+    candidates = {"estimate": estimate, **(others or {}), "identity": np.eye(c), "class_oracle": class_truth}
     if clusters is not None:
-        candidates["cluster_oracle"] = group_mean_rows(true_rows, clean, clusters)
+        candidates["cluster_oracle"] = cluster_truth
     report = {}
     for name, rows in candidates.items():
         scores = transition_scores(rows, true_rows, clean, noisy_labels)
         scores.pop("tv_per_sample")
+        rows = _as_rows(rows, clean)
+        scores["tv_class_level"] = _mean_tv(group_mean_rows(rows, clean), class_truth)
+        if clusters is not None:
+            scores["tv_cluster_level"] = _mean_tv(group_mean_rows(rows, clean, clusters), cluster_truth)
         report[name] = scores
     return report
+
+
+def _mean_tv(rows, other_rows) -> float:
+    return float(0.5 * np.abs(np.asarray(rows) - np.asarray(other_rows)).sum(1).mean())

@@ -62,3 +62,13 @@ def test_cifar10_from_offline_mirror(shared_data):
     assert np.allclose(mean, [0.4914, 0.4822, 0.4465], atol=2e-3)  # official CIFAR-10 statistics
     # The CIFAR-N clean labels line up index for index with this order.
     assert np.array_equal(data.load_cifar_n("aggre", download=False)["clean"], splits.train.labels)
+
+
+def test_canonical_order_depends_on_the_images_not_on_how_they_were_split():
+    from lnlkit.data import canonical_order
+
+    images = np.random.default_rng(0).integers(0, 256, (60, 4, 4, 3), dtype=np.uint8)
+    images[7] = images[3]  # a duplicate may tie
+    shuffled = images[np.random.default_rng(1).permutation(60)]
+    assert np.array_equal(images[canonical_order(images)], shuffled[canonical_order(shuffled)])
+    assert not np.array_equal(images[canonical_order(images)], images)

@@ -86,6 +86,22 @@ def test_scores_and_references():
     assert fine <= coarse
 
 
+def test_class_level_score_compares_with_the_empirical_transition_of_one_hot_labels():
+    # Human labels: the true rows are one-hot noisy labels, their class means the empirical T.
+    rng = np.random.default_rng(3)
+    true_t = np.array([[0.8, 0.2, 0.0], [0.1, 0.9, 0.0], [0.0, 0.3, 0.7]])
+    clean = rng.integers(0, 3, 4000)
+    noisy = np.array([rng.choice(3, p=true_t[c]) for c in clean])
+    one_hot = np.eye(3)[noisy]
+    empirical = np.stack([one_hot[clean == c].mean(0) for c in range(3)])
+    report = transition_report(empirical, one_hot, clean, noisy, clusters=clean % 2)
+    assert report["estimate"]["tv_class_level"] == pytest.approx(0, abs=1e-12)
+    assert report["estimate"]["tv"] > 0.1  # per sample, no matrix matches a one-hot row
+    wrong = transition_report(np.eye(3), one_hot, clean, noisy)["estimate"]["tv_class_level"]
+    assert wrong == pytest.approx(np.mean((noisy != clean)), abs=1e-9)  # identity: TV = the flip share
+    assert report["cluster_oracle"]["tv_cluster_level"] == pytest.approx(0, abs=1e-12)
+
+
 def _blobs(n, transition, seed):
     """Three Gaussian blobs in 2-D with labels flipped by a known class-level T."""
     rng = np.random.default_rng(seed)
@@ -167,3 +183,26 @@ def test_the_conditional_diffusion_learns_each_cluster_matrix():
     assert from_noise > 3 * tv and from_forward < from_noise, (from_noise, from_forward)
     with pytest.raises(ValueError, match="w_start"):
         sample_matrices(denoiser, features, start="forward")
+
+
+def test_dtm_features_are_shared_by_noise_settings_and_clusters_are_not(tmp_path):
+    from lnlkit.data import load_dataset, validation_split
+    from lnlkit.methods.base import RunFacts
+    from lnlkit.noise import make_noise
+    from lnlkit.stages import StageCache
+
+    splits, stages = load_dataset("digits"), StageCache(tmp_path)
+    feature_of = {}  # image bytes -> its feature, over both runs
+    for rate in (0.2, 0.4):  # another rate draws another validation split
+        noisy = make_noise("idn", splits.train, rate=rate, seed=1)
+        train, val = validation_split(splits.train.with_noisy_labels(noisy.noisy), 0.1, seed=1)
+        facts = RunFacts(train=train, noise_rate=rate, device=torch.device("cpu"), seed=1, model="small_cnn",
+                         unlabelled_images=val.inputs)
+        method = build_method("dtm", simclr_epochs=1, cluster_epochs=2, diffusion=False)
+        method.prepare(facts, stages)
+        assert method.image_features.shape[0] == len(train)
+        for image, feature in zip(train.inputs, method.image_features):  # each image keeps its own feature
+            assert torch.equal(feature_of.setdefault(image.tobytes(), feature), feature)
+    done = [(r.name, r.status) for r in stages.records]
+    assert done[0] == ("dtm-features", "built") and ("dtm-features", "loaded") in done
+    assert done.count(("dtm-clusters", "built")) == 2
