@@ -139,7 +139,7 @@ def paper_vs_ours(ours: pd.DataFrame, dataset: str, metric: str | list = "last10
     rows = []
     for values, part in ours.groupby(keys, sort=False):
         setting = dict(zip(keys, values))
-        papers = paper_numbers(dataset=dataset, method=setting["method"], noise=setting["noise"])
+        papers = paper_numbers(dataset=dataset, method=setting["method"], noise=setting["noise"], unit="%")
         cited = [f"{p['value']:.2f}" + (f" ± {p['sd']:.2f}" if pd.notna(p.get("sd")) else "") +
                  f" ({citation(p)}; {p['metric']})" for _, p in papers.iterrows()]
         trained_on = f" (trained on {100 * (1 - setting['held_out']):.0f} %)" if setting["held_out"] else ""

@@ -145,7 +145,8 @@ def _paper_table() -> pd.DataFrame:
     for source in raw["sources"]:
         for entry in source["entries"]:
             rows.append({"paper": source["paper"], "table": source["table"], "metric": source["metric"],
-                         "dataset": source["dataset"], "model": source["model"], **entry})
+                         "dataset": source["dataset"], "model": source["model"],
+                         "unit": source.get("unit", "%"), **entry})
     return pd.DataFrame(rows)
 
 

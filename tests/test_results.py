@@ -33,6 +33,10 @@ def test_paper_vs_ours_cites_table_row_column_and_labels_our_setting():
     assert "62.45 ± 0.86 (CausalNL" in table.loc[0, "paper (%)"]
     assert "Table 3, row ce, column IDN-40%" in table.loc[0, "paper (%)"]
     assert "profile quick" in table.loc[0, "our setting"] and "JPEG" in table.loc[0, "our setting"]
+    # EchoAlign's Table 6 counts images, not accuracy: never set beside an accuracy
+    assert len(paper_numbers(table="Table 6", method="echoalign", noise="IDN-50%")) == 2
+    echo = paper_vs_ours(ours.assign(method="echoalign", noise="IDN-50%"), "cifar10")
+    assert "Table 5" in echo.loc[0, "paper (%)"] and "Table 6" not in echo.loc[0, "paper (%)"]
 
 
 def test_mean_ci_matches_the_t_interval():
