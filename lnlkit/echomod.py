@@ -42,17 +42,18 @@ class WeightsMissing(RuntimeError):
 
 
 def canny_edges(images: np.ndarray, low: int = 75, high: int = 75) -> np.ndarray:
-    """OpenCV's Canny edge map of each uint8 RGB image (N, H, W, 3) -> uint8 (N, H, W), 0 or 255.
+    """OpenCV's Canny edge map of each uint8 image (N, H, W, 3 or 1) -> uint8 (N, H, W), 0 or 255.
 
-    Like ControlNet's canny annotator, the colour image goes to ``cv2.Canny`` as it is (the
+    Like ControlNet's canny annotator, a colour image goes to ``cv2.Canny`` as it is (the
     gradient is taken per channel and the largest kept).
     """
     import cv2
 
     images = np.asarray(images)
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"canny_edges needs uint8 RGB images (N, H, W, 3), got {images.dtype} {images.shape}")
-    return np.stack([cv2.Canny(np.ascontiguousarray(image), low, high) for image in images])
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise ValueError(f"canny_edges needs uint8 images (N, H, W, 3 or 1), got {images.dtype} {images.shape}")
+    return np.stack([cv2.Canny(np.ascontiguousarray(image if image.shape[-1] == 3 else image[..., 0]), low, high)
+                     for image in images])
 
 
 def _resize(images: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:

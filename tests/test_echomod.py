@@ -35,7 +35,8 @@ def test_canny_edges_mark_the_outline_of_a_square_and_nothing_inside():
     assert edges.shape == (1, 32, 32) and edges.dtype == np.uint8 and set(np.unique(edges)) <= {0, 255}
     assert edges[0, 12:16, 12:16].max() == 0  # inside
     assert edges[0, 8:24, 7:9].max() == 255 and edges[0, 7:9, 8:24].max() == 255  # left and top sides
-    with pytest.raises(ValueError, match="uint8 RGB"):
+    assert np.array_equal(canny_edges(_square()[..., :1]), edges)  # a grey image: the same edges
+    with pytest.raises(ValueError, match="uint8 images"):
         canny_edges(np.zeros((1, 8, 8), np.uint8))
 
 
