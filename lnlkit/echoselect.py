@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .stats import fewest_errors_threshold
+
 
 def feature_similarity(original_features, edited_features) -> np.ndarray:
     """Cosine similarity of each original's features with its edit's (Eq. 1), shape (N,)."""
@@ -95,16 +97,4 @@ def tau_from_noise_rate(similarity, noise_rate: float) -> float:
 def oracle_tau(similarity, clean_labels, noisy_labels) -> float:
     """The threshold with the fewest selection errors (a kept noisy original or a dropped clean one),
     found with the clean labels: the reference a label-free threshold is measured against."""
-    similarity = np.asarray(similarity, np.float64)
-    correct = np.asarray(clean_labels) == np.asarray(noisy_labels)
-    order = np.argsort(similarity)
-    s, c = similarity[order], correct[order]
-    # threshold at s[k] keeps samples k..N-1: errors = clean dropped below k + noisy kept from k
-    clean_below = np.concatenate([[0], np.cumsum(c)])[:-1]
-    noisy_from = (~c)[::-1].cumsum()[::-1]
-    errors = clean_below + noisy_from
-    candidates = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])  # a threshold must not split equal values
-    best = candidates[np.argmin(errors[candidates])]
-    if c.sum() < errors[best]:  # keeping no original at all makes fewer errors
-        return float(np.nextafter(s[-1], np.inf))
-    return float(s[best])
+    return fewest_errors_threshold(similarity, np.asarray(clean_labels) != np.asarray(noisy_labels))

@@ -93,3 +93,15 @@ def auroc(scores, positives) -> float:
         return float("nan")
     ranks = stats.rankdata(scores)  # ascending, ties share their average rank
     return float((ranks[positives].sum() - k * (k + 1) / 2) / (k * (n - k)))
+
+
+def fewest_errors_threshold(similarity, is_noisy) -> float:
+    """The similarity threshold that misclassifies fewest pairs (clean below it, noisy at or above
+    it): an oracle, since it reads the clean labels. OSA's ``threshold="oracle"`` uses it as beta,
+    EchoSelect's :func:`lnlkit.echoselect.oracle_tau` as tau."""
+    similarity, is_noisy = np.asarray(similarity, float), np.asarray(is_noisy, bool)
+    order = np.argsort(similarity, kind="stable")
+    noisy = is_noisy[order]
+    clean_below = np.cumsum(~noisy) - ~noisy
+    noisy_at_or_above = noisy.sum() - np.cumsum(noisy) + noisy
+    return float(similarity[order][int(np.argmin(clean_below + noisy_at_or_above))])

@@ -27,7 +27,7 @@ import torch
 from scipy.stats import rankdata
 
 from ..estimators import CLIP_PREPROCESSING, CLIPEstimator, Estimator, proxy_from_state, proxy_state, train_proxy_estimator
-from ..stats import auroc
+from ..stats import auroc, fewest_errors_threshold  # noqa: F401 (part of OSA's interface)
 from .base import Method
 
 SCORINGS = ("paper", "official")
@@ -71,17 +71,6 @@ def space_shift(estimator, num_pairs: int = 256, image_kind: str = "uniform", cl
 
 
 # ---------------------------------------------------------------- noise-detection measures
-
-
-def fewest_errors_threshold(similarity, is_noisy) -> float:
-    """The similarity threshold that misclassifies fewest pairs (clean below it, noisy at or above
-    it): an oracle, since it reads the clean labels; OSA's ``threshold="oracle"`` uses it as beta."""
-    similarity, is_noisy = np.asarray(similarity, float), np.asarray(is_noisy, bool)
-    order = np.argsort(similarity, kind="stable")
-    noisy = is_noisy[order]
-    clean_below = np.cumsum(~noisy) - ~noisy
-    noisy_at_or_above = noisy.sum() - np.cumsum(noisy) + noisy
-    return float(similarity[order][int(np.argmin(clean_below + noisy_at_or_above))])
 
 
 def detection_metrics(weights, is_noisy) -> dict:
