@@ -359,3 +359,23 @@ def train_proxy_estimator(reference: LabelledData, model: str = "small_cnn", emb
                 loss.backward()
                 optimizer.step()
     return EmbeddingEstimator(encoder, class_vectors, mean, std, tuple(x_all.shape[1:]), device=device)
+
+
+def cached_proxy_estimator(facts, stages, model: str = "small_cnn", epochs: int = 30,
+                           seed: int = 0) -> EmbeddingEstimator:
+    """The proxy estimator of a run, trained on its clean held-out split as the stage
+    ``osa-proxy-estimator`` (OSA's estimator, and EchoSelect's encoder offline)."""
+    if facts.reference is None:
+        raise ValueError("the proxy estimator is trained on a clean held-out split: run with "
+                         "held_out=0.3 (command line: --held-out 0.3)")
+    config = {"model": model, "embed_dim": 64, "epochs": epochs, "seed": seed}
+
+    def build():
+        estimator = train_proxy_estimator(facts.reference, model=model, epochs=epochs, seed=seed,
+                                          device=facts.device)
+        return proxy_state(estimator, model, facts.num_classes)
+
+    # The proxy learns from clean labels only: its key leaves the reference's noisy labels out.
+    reference = facts.reference.digest(noisy=False)
+    return proxy_from_state(stages.run("osa-proxy-estimator", {**config, "reference": reference}, build),
+                            facts.device)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from scipy.stats import rankdata
 
-from ..estimators import CLIP_PREPROCESSING, CLIPEstimator, Estimator, proxy_from_state, proxy_state, train_proxy_estimator
+from ..estimators import CLIP_PREPROCESSING, CLIPEstimator, Estimator, cached_proxy_estimator
 from ..stats import auroc, fewest_errors_threshold  # noqa: F401 (part of OSA's interface)
 from .base import Method
 
@@ -156,20 +156,7 @@ class OSA(Method):
     # ------------------------------------------------------------ stages
 
     def _proxy_estimator(self, facts, stages):
-        if facts.reference is None:
-            raise ValueError("estimator 'proxy' is trained on a clean held-out split: run with "
-                             "held_out=0.3 (command line: --held-out 0.3)")
-        config = {"model": self.proxy_model, "embed_dim": 64, "epochs": self.proxy_epochs, "seed": self.seed}
-
-        def build():
-            estimator = train_proxy_estimator(facts.reference, model=self.proxy_model, epochs=self.proxy_epochs,
-                                              seed=self.seed, device=facts.device)
-            return proxy_state(estimator, config["model"], facts.num_classes)
-
-        # The proxy learns from clean labels only: its key leaves the reference's noisy labels out.
-        reference = facts.reference.digest(noisy=False)
-        state = stages.run("osa-proxy-estimator", {**config, "reference": reference}, build)
-        return proxy_from_state(state, facts.device)
+        return cached_proxy_estimator(facts, stages, self.proxy_model, self.proxy_epochs, self.seed)
 
     def _estimator(self, facts, stages):
         if self.estimator == "clip":
