@@ -83,7 +83,7 @@ def test_cpu_profile_recipe():
 
 
 # Cheapest to train again first (OSA also trains its proxy estimator; CausalNL two VAEs).
-RERUN_ORDER = ["ce", "mixup", "forward", "volminnet", "coteaching", "osa", "causalnl", "dtm"]
+RERUN_ORDER = ["ce", "mixup", "forward", "volminnet", "coteaching", "osa", "causalnl", "dtm", "echoalign"]
 
 
 def _committed_cpu_results() -> list[tuple[Path, dict]]:
@@ -124,7 +124,8 @@ def test_a_committed_cpu_result_reproduces_its_first_epoch(shared_data, fresh_ca
     assert again["train_loss"] == pytest.approx(first["train_loss"], rel=1e-6, abs=0), path.name
 
 
-@pytest.mark.parametrize("name", ["ce", "coteaching", "mixup", "causalnl", "osa", "forward", "volminnet", "dtm"])
+@pytest.mark.parametrize("name", ["ce", "coteaching", "mixup", "causalnl", "osa", "forward", "volminnet", "dtm",
+                                  "echoalign"])
 def test_every_method_trains_with_the_cpu_recipe(name, fake_images, fresh_cache):
     """One epoch of each method with the cpu profile's network and optimiser on 32x32 images (random
     pixels: this checks that the pieces fit and the loss stays finite, not what is learned)."""
@@ -137,8 +138,10 @@ def test_every_method_trains_with_the_cpu_recipe(name, fake_images, fresh_cache)
     data = data.with_noisy_labels(np.where(np.arange(600) % 5 == 0, (labels[:600] + 1) % 10, labels[:600]))
     options = {"osa": {"estimator": "proxy", "proxy_model": "compact_resnet", "proxy_epochs": 1},
                "dtm": {"simclr_epochs": 1, "cluster_epochs": 2, "diffusion_epochs": 2},
-               "forward": {"warmup_epochs": 1}}.get(name, {})
-    train, reference = hold_out(data, 0.3, seed=1) if name == "osa" else (data, None)
+               "forward": {"warmup_epochs": 1},
+               "echoalign": {"base_epochs": 1, "control_epochs": 1, "widths": [8, 16], "steps": 2,
+                             "proxy_model": "compact_resnet", "proxy_epochs": 1}}.get(name, {})
+    train, reference = hold_out(data, 0.3, seed=1) if name in ("osa", "echoalign") else (data, None)
     epochs = 2 if name == "forward" else 1  # Forward needs an epoch after its warm-up
     config = train_config("cpu", "cifar10", name, epochs=epochs, batch_size=128, progress=False)
     trainer = Trainer(build_method(name, **options), train, data, config, reference=reference, noise_rate=0.2,

@@ -10,9 +10,10 @@ from .osa import OSA
 from .forward import Forward
 from .volminnet import VolMinNet
 from .dtm import DTM
+from .echoalign import EchoAlign
 
 METHODS = {"ce": CrossEntropy, "coteaching": CoTeaching, "mixup": Mixup, "causalnl": CausalNL, "osa": OSA,
-           "forward": Forward, "volminnet": VolMinNet, "dtm": DTM}
+           "forward": Forward, "volminnet": VolMinNet, "dtm": DTM, "echoalign": EchoAlign}
 
 
 def build_method(name: str, **options) -> Method:
@@ -26,5 +27,5 @@ def build_method(name: str, **options) -> Method:
     return METHODS[name](**coerce_options(name, METHODS[name], options))
 
 
-__all__ = ["coerce_options", "Method", "ParameterGroup", "RunFacts", "CrossEntropy", "CoTeaching", "Mixup", "CausalNL", "OSA", "Forward", "VolMinNet", "DTM",
+__all__ = ["coerce_options", "Method", "ParameterGroup", "RunFacts", "CrossEntropy", "CoTeaching", "Mixup", "CausalNL", "OSA", "Forward", "VolMinNet", "DTM", "EchoAlign",
            "METHODS", "build_method"]
