@@ -41,3 +41,15 @@ def fresh_cache(tmp_path, monkeypatch):
         monkeypatch.setenv("LNLKIT_DATA", str(root))
     monkeypatch.setenv("LNLKIT_CACHE", str(tmp_path / "cache"))
     return tmp_path / "cache"
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test: the diffusion generators' small convolutions run several
+    times faster on one thread than on two on a loaded two-core machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

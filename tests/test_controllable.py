@@ -2,17 +2,11 @@
 
 import numpy as np
 import pytest
-import torch
 
 from lnlkit.controllable import TrainedEditor, train_generator
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _halves(n, seed):

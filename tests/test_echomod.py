@@ -4,7 +4,6 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
 from lnlkit.echomod import (ControlNetEditor, WeightsMissing, canny_edges, edit_resumable, load_controlnet_pipeline,
                             tiny_controlnet_pipeline)
@@ -12,13 +11,7 @@ from lnlkit.echomod import (ControlNetEditor, WeightsMissing, canny_edges, edit_
 CLASSES = ["airplane", "cat"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The tiny pipeline runs several times faster on one thread than on two on a loaded machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _images(n=3, size=32):
