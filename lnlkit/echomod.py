@@ -158,6 +158,10 @@ class ControlNetEditor:
         lost; 512 in the ControlNet demo). Edits are resized back to the input's size.
     steps, guidance_scale, eta, strength : DDIM steps (20), classifier-free guidance (9.0),
         DDIM eta (1.0), and for img2img how far the original is noised (0.8).
+    control_scale, guess_mode : the ControlNet's weight on the UNet, one constant for all its
+        layers (1.0, Appendix B's "control strength"), and diffusers' guess mode (off; the
+        paper's checklist mentions it for the demo's guess mode, whose per-layer scales differ
+        from diffusers').
     canny_low, canny_high, prompt : the control (75, 75) and the text ("a photo of {label}").
     seed : int
         Image i of a data set is edited with seed ``seed + i`` whatever batch it falls in.
@@ -166,8 +170,8 @@ class ControlNetEditor:
     def __init__(self, pipeline=None, *, base_model: str = PAPER_BASE_MODEL, controlnet: str = PAPER_CONTROLNET,
                  mode: str = "text2image", resolution: int = 512, steps: int = 20, guidance_scale: float = 9.0,
                  eta: float = 1.0, strength: float = 0.8, canny_low: int = 75, canny_high: int = 75,
-                 prompt: str = "a photo of {label}", seed: int = 0, batch_size: int = 16,
-                 device: str | torch.device = "cpu"):
+                 control_scale: float = 1.0, guess_mode: bool = False, prompt: str = "a photo of {label}",
+                 seed: int = 0, batch_size: int = 16, device: str | torch.device = "cpu"):
         if mode not in MODES:
             raise ValueError(f"unknown EchoMod mode {mode!r}; choose from {MODES}")
         if "{label}" not in prompt:
@@ -179,6 +183,7 @@ class ControlNetEditor:
         self.pipeline, self.base_model, self.controlnet = pipeline, base_model, controlnet
         self.mode, self.resolution, self.steps, self.guidance_scale = mode, resolution, steps, guidance_scale
         self.eta, self.strength, self.canny_low, self.canny_high = eta, strength, canny_low, canny_high
+        self.control_scale, self.guess_mode = control_scale, guess_mode
         self.prompt, self.seed, self.batch_size, self.device = prompt, seed, batch_size, torch.device(device)
 
     def settings(self) -> dict:
@@ -187,7 +192,8 @@ class ControlNetEditor:
                 "weights": getattr(self.pipeline, "lnlkit_weights", "pretrained"),
                 "mode": self.mode, "resolution": self.resolution, "steps": self.steps,
                 "guidance_scale": self.guidance_scale, "eta": self.eta,
-                "strength": self.strength if self.mode == "img2img" else None, "canny_low": self.canny_low,
+                "strength": self.strength if self.mode == "img2img" else None, "control_scale": self.control_scale,
+                "guess_mode": self.guess_mode, "canny_low": self.canny_low,
                 "canny_high": self.canny_high, "prompt": self.prompt, "seed": self.seed, "scheduler": "DDIM"}
 
     def _pipeline(self):
@@ -214,7 +220,8 @@ class ControlNetEditor:
             generators = [torch.Generator(self.device).manual_seed(self.seed + first_index + start + k)
                           for k in range(len(batch))]
             common = dict(num_inference_steps=self.steps, guidance_scale=self.guidance_scale, eta=self.eta,
-                          height=self.resolution, width=self.resolution, generator=generators, output_type="np")
+                          height=self.resolution, width=self.resolution, generator=generators, output_type="np",
+                          controlnet_conditioning_scale=self.control_scale, guess_mode=self.guess_mode)
             if self.mode == "text2image":
                 out = pipeline(prompts, image=control, **common).images
             else:

@@ -95,3 +95,23 @@ def test_missing_weights_say_what_to_download_within_seconds(monkeypatch, tmp_pa
         load_controlnet_pipeline("someone/absent-sd15", "someone/absent-controlnet")
     assert time.perf_counter() - tic < 10
     assert "someone/absent-sd15" in str(error.value) and "huggingface-cli download" in str(error.value)
+
+
+def test_text_to_image_edits_follow_the_edge_map_only_through_the_controlnet():
+    import torch
+
+    pipeline = tiny_controlnet_pipeline("text2image", prompts=[f"a photo of {c}" for c in CLASSES])
+    controlnet = pipeline.controlnet
+    with torch.no_grad():  # a ControlNet fresh from its UNet has zero convolutions in and out: fill them
+        for zero_conv in [controlnet.controlnet_cond_embedding.conv_out, *controlnet.controlnet_down_blocks,
+                          controlnet.controlnet_mid_block]:
+            zero_conv.weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(0))
+    images, labels = _images(2), np.array([1, 1])
+
+    def edit_both_with_one_seed(scale):  # the same seed for both images: only their edges differ
+        editor = ControlNetEditor(pipeline, resolution=64, steps=2, control_scale=scale, seed=0)
+        return np.concatenate([editor.edit(images[k:k + 1], labels[k:k + 1], CLASSES) for k in range(2)])
+
+    controlled, uncontrolled = edit_both_with_one_seed(1.0), edit_both_with_one_seed(0.0)
+    assert np.array_equal(uncontrolled[0], uncontrolled[1])
+    assert not np.array_equal(controlled[0], controlled[1])
