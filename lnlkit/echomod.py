@@ -66,6 +66,19 @@ def _resize(images: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     return np.stack([np.asarray(Image.fromarray(image).resize((width, height), Image.BICUBIC)) for image in images])
 
 
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"unknown EchoMod mode {mode!r}; choose from {MODES}")
+
+
+def _pipeline_class(mode: str):
+    """diffusers' ControlNet pipeline for the mode: from noise, or from the noised original."""
+    from diffusers import StableDiffusionControlNetImg2ImgPipeline, StableDiffusionControlNetPipeline
+
+    _check_mode(mode)
+    return StableDiffusionControlNetPipeline if mode == "text2image" else StableDiffusionControlNetImg2ImgPipeline
+
+
 def _missing_message(base_model: str, controlnet: str, error: Exception) -> str:
     cache = os.environ.get("HF_HOME", "~/.cache/huggingface")
     return (f"EchoMod's generator needs the weights of {base_model!r} and {controlnet!r} in the local Hugging "
@@ -78,15 +91,11 @@ def _missing_message(base_model: str, controlnet: str, error: Exception) -> str:
 def load_controlnet_pipeline(base_model: str = PAPER_BASE_MODEL, controlnet: str = PAPER_CONTROLNET,
                              mode: str = "text2image", device: str | torch.device = "cpu"):
     """The paper's pipeline from the local cache, with a DDIM scheduler; half precision on a GPU."""
-    from diffusers import (ControlNetModel, DDIMScheduler, StableDiffusionControlNetImg2ImgPipeline,
-                           StableDiffusionControlNetPipeline)
+    from diffusers import ControlNetModel, DDIMScheduler
 
-    if mode not in MODES:
-        raise ValueError(f"unknown EchoMod mode {mode!r}; choose from {MODES}")
+    pipeline_class = _pipeline_class(mode)
     device = torch.device(device)
     dtype = torch.float16 if device.type == "cuda" else torch.float32
-    pipeline_class = StableDiffusionControlNetPipeline if mode == "text2image" else \
-        StableDiffusionControlNetImg2ImgPipeline
     try:
         control = ControlNetModel.from_pretrained(controlnet, torch_dtype=dtype, local_files_only=True)
         pipeline = pipeline_class.from_pretrained(base_model, controlnet=control, torch_dtype=dtype,
@@ -102,13 +111,11 @@ def tiny_controlnet_pipeline(mode: str = "text2image", prompts=("a photo of {lab
     """The paper's pipeline in miniature, random weights, built offline: a UNet, a ControlNet copied
     from it, a VAE and a two-layer CLIP text encoder, and a byte-level BPE tokenizer trained on
     ``prompts``. It runs the same code path as the real one."""
-    from diffusers import (AutoencoderKL, ControlNetModel, DDIMScheduler, StableDiffusionControlNetImg2ImgPipeline,
-                           StableDiffusionControlNetPipeline, UNet2DConditionModel)
+    from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
 
-    if mode not in MODES:
-        raise ValueError(f"unknown EchoMod mode {mode!r}; choose from {MODES}")
+    pipeline_class = _pipeline_class(mode)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(
@@ -135,8 +142,6 @@ def tiny_controlnet_pipeline(mode: str = "text2image", prompts=("a photo of {lab
                                         eos_token="<eos>", pad_token="<pad>", unk_token="<unk>")
     scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                               clip_sample=False, set_alpha_to_one=False)  # Stable Diffusion 1.5's schedule
-    pipeline_class = StableDiffusionControlNetPipeline if mode == "text2image" else \
-        StableDiffusionControlNetImg2ImgPipeline
     pipeline = pipeline_class(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                               controlnet=controlnet, scheduler=scheduler, safety_checker=None, feature_extractor=None,
                               requires_safety_checker=False)
@@ -172,8 +177,7 @@ class ControlNetEditor:
                  eta: float = 1.0, strength: float = 0.8, canny_low: int = 75, canny_high: int = 75,
                  control_scale: float = 1.0, guess_mode: bool = False, prompt: str = "a photo of {label}",
                  seed: int = 0, batch_size: int = 16, device: str | torch.device = "cpu"):
-        if mode not in MODES:
-            raise ValueError(f"unknown EchoMod mode {mode!r}; choose from {MODES}")
+        _check_mode(mode)
         if "{label}" not in prompt:
             raise ValueError(f"the prompt must contain '{{label}}', got {prompt!r}")
         if resolution % 8 or resolution < 8:

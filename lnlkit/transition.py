@@ -153,7 +153,7 @@ def transition_scores(estimate, true_rows, clean_labels, noisy_labels) -> dict:
     clean, noisy = np.asarray(clean_labels), np.asarray(noisy_labels)
     est, true = _as_rows(estimate, clean), np.asarray(true_rows, dtype=np.float64)
     n, c = true.shape
-    tv = 0.5 * np.abs(est - true).sum(1)
+    tv = _tv(est, true)
     off_est, off_true = est.copy(), true.copy()
     off_est[np.arange(n), clean] = -np.inf
     off_true[np.arange(n), clean] = -np.inf
@@ -207,5 +207,10 @@ def transition_report(estimate, true_rows, clean_labels, noisy_labels, clusters=
     return report
 
 
+def _tv(rows, other_rows) -> np.ndarray:
+    """Total variation 1/2 ||a - b||_1 of each pair of rows."""
+    return 0.5 * np.abs(np.asarray(rows) - np.asarray(other_rows)).sum(1)
+
+
 def _mean_tv(rows, other_rows) -> float:
-    return float(0.5 * np.abs(np.asarray(rows) - np.asarray(other_rows)).sum(1).mean())
+    return float(_tv(rows, other_rows).mean())

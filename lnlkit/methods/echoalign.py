@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from ..data import LabelledData
-from ..echoselect import (feature_similarity, group_weights, oracle_tau, selection_quality,
+from ..echoselect import (feature_similarity, group_weights, oracle_tau, refined_set, selection_quality,
                           tau_from_noise_rate)
 from .base import Method
 
@@ -154,35 +154,33 @@ class EchoAlign(Method):
         self.similarity = stages.run("echoalign-similarity", key, similarity)["similarity"].numpy()
         self.edits = edits
 
+        # The oracle reads the clean labels: a reference to measure tau against, not the method.
+        best_tau = oracle_tau(self.similarity, train.labels, train.noisy_labels)
         if self.tau_rule == "noise_rate":
             self.tau = tau_from_noise_rate(self.similarity, facts.noise_rate)
-        elif self.tau_rule == "oracle":  # reads the clean labels: a reference, not the method
-            self.tau = oracle_tau(self.similarity, train.labels, train.noisy_labels)
         else:
-            self.tau = float(self.tau_rule)
+            self.tau = best_tau if self.tau_rule == "oracle" else float(self.tau_rule)
         self.keep_original = self.similarity >= self.tau
         # Measurement only: the selection judged with the clean labels.
-        self.measured = {"tau_used": self.tau, "oracle_tau": oracle_tau(self.similarity, train.labels, train.noisy_labels),
+        self.measured = {"tau_used": self.tau, "oracle_tau": best_tau,
                          **selection_quality(self.keep_original, train.labels, train.noisy_labels)}
 
     def training_set(self, train: LabelledData) -> LabelledData:
         keep, edits = self.keep_original, self.edits
         self.weights = None
-        if self.variant == "echoalign":
-            images = np.where(keep[:, None, None, None], train.inputs, edits)
-            return LabelledData(images, train.labels, train.classes, train.name, train.source, dict(train.meta),
-                                train.noisy_labels)
-        if self.variant == "modification_only":
-            return LabelledData(edits, train.labels, train.classes, train.name, train.source, dict(train.meta),
-                                train.noisy_labels)
         if self.variant == "echoselect_only":
             return train.subset(np.flatnonzero(keep))
-        kept_weights, edit_weights = group_weights(keep)  # "official"
-        self.weights = torch.from_numpy(np.concatenate([kept_weights, edit_weights])).float()
-        kept = train.subset(np.flatnonzero(keep))
-        return LabelledData(np.concatenate([kept.inputs, edits]), np.concatenate([kept.labels, train.labels]),
-                            train.classes, train.name, train.source, dict(train.meta),
-                            np.concatenate([kept.noisy_labels, train.noisy_labels]))
+        if self.variant == "official":  # the kept originals, then every edit, each group weighted
+            kept_weights, edit_weights = group_weights(keep)
+            self.weights = torch.from_numpy(np.concatenate([kept_weights, edit_weights])).float()
+            both = np.concatenate([np.flatnonzero(keep), np.arange(len(train))])
+            images = np.concatenate([train.inputs[keep], edits])
+        else:  # the paper's refined set, or every edit
+            images = refined_set(train.inputs, edits, self.similarity, self.tau)[0] \
+                if self.variant == "echoalign" else edits
+            both = np.arange(len(train))
+        return LabelledData(images, train.labels[both], train.classes, train.name, train.source, dict(train.meta),
+                            train.noisy_labels[both])
 
     def setup(self, trainer) -> None:
         super().setup(trainer)
