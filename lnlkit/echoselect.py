@@ -14,6 +14,8 @@ with the noisy label; it has the training set's size.
 - :func:`selection_quality` and :func:`tau_sweep`: how good a selection is, measured with the
   clean labels (precision = the paper's "selection accuracy", coverage = share of the
   originals kept, Table 6 and Figure 8);
+- :func:`kept_at_precision`: how many originals a threshold can keep at a given selection
+  accuracy (the counts of Table 6);
 - :func:`tau_from_noise_rate`: a threshold chosen without clean labels, from an estimate of
   the noise rate (keep the most similar 1 - rate of the originals); :func:`oracle_tau`: the
   threshold the clean labels would choose, to measure how far the first one lands.
@@ -80,6 +82,28 @@ def tau_sweep(similarity, clean_labels, noisy_labels, taus) -> list[dict]:
     """:func:`selection_quality` at each threshold (Figure 8)."""
     similarity = np.asarray(similarity)
     return [{"tau": float(t), **selection_quality(similarity >= t, clean_labels, noisy_labels)} for t in taus]
+
+
+def kept_at_precision(similarity, clean_labels, noisy_labels, precision: float) -> dict:
+    """The most originals any threshold keeps while its selection accuracy stays >= ``precision``
+    (Table 6 of the paper counts them at 94-99 %), and that threshold.
+
+    Keeping the k most similar originals is what a threshold does; the answer is the largest k
+    whose kept set is at least ``precision`` correct (0 and tau = inf if none is).
+    """
+    if not 0.0 < precision <= 1.0:
+        raise ValueError(f"the selection accuracy must lie in (0, 1], got {precision}")
+    similarity = np.asarray(similarity, float)
+    order = np.argsort(-similarity, kind="stable")
+    correct = (np.asarray(clean_labels) == np.asarray(noisy_labels))[order]
+    running = np.cumsum(correct) / np.arange(1, len(order) + 1)
+    # a threshold cannot split tied similarities: only the last of a run of ties is a possible k
+    possible = np.append(similarity[order][1:] < similarity[order][:-1], True)
+    ok = np.flatnonzero((running >= precision - 1e-12) & possible)
+    if len(ok) == 0:
+        return {"kept": 0, "tau": float("inf"), "precision": float("nan")}
+    k = int(ok[-1]) + 1
+    return {"kept": k, "tau": float(similarity[order][k - 1]), "precision": float(running[k - 1])}
 
 
 def tau_from_noise_rate(similarity, noise_rate: float) -> float:

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from lnlkit.echoselect import (feature_similarity, group_weights, oracle_tau, refined_set, selection_quality,
-                               tau_from_noise_rate, tau_sweep)
+from lnlkit.echoselect import (feature_similarity, group_weights, kept_at_precision, oracle_tau, refined_set,
+                               selection_quality, tau_from_noise_rate, tau_sweep)
 
 
 def test_feature_similarity_is_the_row_cosine():
@@ -59,3 +59,21 @@ def test_thresholds_from_the_noise_rate_and_from_the_clean_labels():
     separated = np.where(clean == noisy, 0.9, 0.1)
     assert selection_quality(separated >= oracle_tau(separated, clean, noisy), clean, noisy)["precision"] == 1.0
     assert selection_quality(separated >= tau_from_noise_rate(separated, rate), clean, noisy)["clean_recall"] == 1.0
+
+
+def test_kept_at_precision_is_the_largest_prefix_that_meets_it():
+    clean = np.array([0, 1, 2, 3, 4, 5, 6, 7])
+    noisy = np.array([0, 1, 9, 3, 9, 5, 6, 9])  # samples 2, 4 and 7 are mislabelled
+    similarity = np.array([0.9, 0.8, 0.75, 0.7, 0.6, 0.5, 0.4, 0.1])
+    # ranked: c c n c n c c n -> running precision 1, 1, 2/3, 3/4, 3/5, 4/6, 5/7, 5/8
+    assert kept_at_precision(similarity, clean, noisy, 1.0) == {"kept": 2, "tau": 0.8, "precision": 1.0}
+    at_70 = kept_at_precision(similarity, clean, noisy, 0.7)
+    assert at_70["kept"] == 7 and at_70["tau"] == 0.4
+    kept = similarity >= at_70["tau"]  # the threshold keeps exactly that many, at that precision
+    assert selection_quality(kept, clean, noisy)["precision"] == pytest.approx(at_70["precision"])
+    # a tie cannot be split: the two 0.8s go together, so precision 1 keeps only the first
+    tied = kept_at_precision([0.9, 0.8, 0.8], [0, 1, 2], [0, 1, 9], 1.0)
+    assert tied["kept"] == 1
+    assert kept_at_precision([0.5, 0.4], [0, 1], [9, 9], 0.5)["kept"] == 0
+    with pytest.raises(ValueError, match="selection accuracy"):
+        kept_at_precision(similarity, clean, noisy, 0.0)

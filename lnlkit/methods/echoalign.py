@@ -137,14 +137,22 @@ class EchoAlign(Method):
 
         return cached_proxy_estimator(facts, stages, self.proxy_model, self.proxy_epochs, self.seed)
 
+    def feature_encoder(self):
+        """EchoSelect's encoder (``encode_images``, ``class_embeddings``), built or loaded on first use:
+        the chapter also judges the edits and measures the features with it."""
+        if self._feature_encoder is None:
+            self._feature_encoder = self._encoder(self._facts, self._stages)
+        return self._feature_encoder
+
     def prepare(self, facts, stages) -> None:
         train = facts.train
+        self._facts, self._stages, self._feature_encoder = facts, stages, None
         editor = self._editor(facts, stages)
         key = {"train": train.digest(), "editor": editor.settings()}
         edits = self._edits(editor, facts, stages, key)
 
         def similarity():
-            encoder = self._encoder(facts, stages)
+            encoder = self.feature_encoder()
             as_tensor = lambda images: torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))  # noqa: E731
             return {"similarity": feature_similarity(encoder.encode_images(as_tensor(train.inputs)).cpu().numpy(),
                                                      encoder.encode_images(as_tensor(edits)).cpu().numpy())}
