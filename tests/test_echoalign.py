@@ -60,6 +60,7 @@ def test_ablations_and_the_official_variant(prepared):
 
 def test_the_variants_share_the_generator_edits_and_similarity(prepared):
     _, stages, _ = prepared
+    assert not list(stages.folder.glob("*.parts"))  # the resumable chunks are gone once the stage is saved
     built = [r.name for r in stages.records if r.status == "built"]
     assert sorted(built) == ["echoalign-edits", "echoalign-generator", "echoalign-similarity",
                              "osa-proxy-estimator"]

@@ -32,6 +32,7 @@ coverage), recorded with the options.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 
 import numpy as np
@@ -126,7 +127,11 @@ class EchoAlign(Method):
                                    progress=facts.progress)
             return {"edits": edits}
 
-        return stages.run("echoalign-edits", key, build)["edits"].numpy()
+        edits = stages.run("echoalign-edits", key, build)["edits"].numpy()
+        if stages.enabled:  # the stage's file now holds every chunk: drop the chunks
+            shutil.rmtree(stages.folder / f"echoalign-edits-{stages.key('echoalign-edits', key)}.parts",
+                          ignore_errors=True)
+        return edits
 
     def _encoder(self, facts, stages):
         if self.encoder == "clip":
