@@ -119,18 +119,16 @@ class EchoAlign(Method):
     def _edits(self, editor, facts, stages, key) -> np.ndarray:
         from ..echomod import edit_resumable
 
+        # chunks beside the stage's file, so that an interrupted edit resumes
+        parts = stages.folder / f"echoalign-edits-{stages.key('echoalign-edits', key)}.parts" \
+            if stages.enabled else tempfile.mkdtemp(prefix="echoalign-edits-")
+
         def build():
-            # chunks beside the stage's file, so that an interrupted edit resumes
-            parts = stages.folder / f"echoalign-edits-{stages.key('echoalign-edits', key)}.parts" \
-                if stages.enabled else tempfile.mkdtemp(prefix="echoalign-edits-")
-            edits = edit_resumable(editor, facts.train.inputs, facts.train.noisy_labels, facts.class_names, parts,
-                                   progress=facts.progress)
-            return {"edits": edits}
+            return {"edits": edit_resumable(editor, facts.train.inputs, facts.train.noisy_labels, facts.class_names,
+                                            parts, progress=facts.progress)}
 
         edits = stages.run("echoalign-edits", key, build)["edits"].numpy()
-        if stages.enabled:  # the stage's file now holds every chunk: drop the chunks
-            shutil.rmtree(stages.folder / f"echoalign-edits-{stages.key('echoalign-edits', key)}.parts",
-                          ignore_errors=True)
+        shutil.rmtree(parts, ignore_errors=True)  # the edits are complete (and saved, with a stage): drop the chunks
         return edits
 
     def _encoder(self, facts, stages):
