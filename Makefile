@@ -56,6 +56,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/data_path.py
 	$(PY) benchmarks/idn_noise.py
 	$(PY) benchmarks/osa_scoring.py
+	$(PY) benchmarks/echomod_cost.py
 
 clean:
 	rm -rf _build checkpoints

@@ -88,6 +88,15 @@ def grid(*, methods, dataset: str, settings, seeds, profile: str, method_options
 CIFAR10_IDN = [("idn", rate, None) for rate in (0.2, 0.3, 0.4, 0.45, 0.5)]
 # OSA's proxy estimator for CIFAR-10: the cpu profile's network, 10 epochs on the clean 30 %.
 OSA_PROXY = {"osa": {"estimator": "proxy", "proxy_model": "compact_resnet", "proxy_epochs": 10}}
+# EchoAlign in the cpu profile: the generator's epochs cut to fit two cores (the method's defaults
+# are 200 and 100), EchoSelect's encoder = OSA's proxy estimator.
+ECHOALIGN_CPU = {"echoalign": {"base_epochs": 10, "control_epochs": 5, "proxy_model": "compact_resnet",
+                               "proxy_epochs": 10}}
+# Method variants of a table: "ce@held_out" trains CE on the same images as the runs that hold a clean
+# 30 % aside; "ce@clean_held_out" trains it on that clean 30 % alone (the control for OSA's proxy and
+# EchoAlign's generator).
+VARIANT_OPTIONS = {"held_out": {}, "clean_held_out": {"clean_reference": "only"}}
+HELD_OUT_METHODS = ("osa", "echoalign")  # they learn from a clean 30 % held out
 TABLES = {
     "causalnl-table3": dict(
         about="CausalNL Table 3: CIFAR-10 with instance-dependent noise, 20-50 %",
@@ -106,6 +115,11 @@ TABLES = {
         methods=["ce", "coteaching", "causalnl", "osa", "ce@held_out"], dataset="cifar10",
         settings=[("idn", 0.2, None), ("idn", 0.4, None), ("human", None, "worst")],
         seeds=(1, 2, 3), profile="cpu"),
+    "echoalign-campaign": dict(
+        about="The cpu-profile runs of the EchoAlign chapter: EchoAlign (generator trained here), CE on the "
+              "same 70 % and CE on the clean 30 % alone, on CIFAR-10 IDN-20 %",
+        methods=["echoalign", "ce@held_out", "ce@clean_held_out"], dataset="cifar10",
+        settings=[("idn", 0.2, None)], seeds=(1, 2, 3), profile="cpu"),
     "dtm-campaign": dict(
         about="The cpu-profile runs of the DTM chapter: VolMinNet and DTM on CIFAR-10 IDN-20 % and IDN-40 %",
         methods=["volminnet", "dtm"], dataset="cifar10", settings=[("idn", 0.2, None), ("idn", 0.4, None)],
@@ -122,11 +136,11 @@ def table_specs(name: str, *, seeds=None, profile: str | None = None) -> list[Ru
     profile = profile or table.get("profile", "cpu")
     specs = []
     for method in table["methods"]:
-        # "ce@held_out": CE trained on the same images as OSA's proxy runs (30 % kept aside).
         base, _, variant = method.partition("@")
-        held = 0.3 if (variant == "held_out" or base == "osa") else 0.0
+        held = 0.3 if (variant or base in HELD_OUT_METHODS) else 0.0
+        options = OSA_PROXY | ECHOALIGN_CPU | {"ce": VARIANT_OPTIONS[variant] if variant else {}}
         specs += grid(methods=[base], dataset=table["dataset"], settings=table["settings"], seeds=seeds,
-                      profile=profile, method_options=OSA_PROXY, held_out=held)
+                      profile=profile, method_options=options, held_out=held)
     order = {(s.seed, s.noise, s.rate, s.label_set): i for i, s in enumerate(grid(
         methods=["ce"], dataset=table["dataset"], settings=table["settings"], seeds=seeds, profile=profile))}
     return sorted(specs, key=lambda s: order[(s.seed, s.noise, s.rate, s.label_set)])

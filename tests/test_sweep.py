@@ -33,6 +33,16 @@ def test_campaign_table_pairs_osa_with_ce_on_the_same_images():
         table_specs("table-99")
 
 
+def test_echoalign_campaign_has_both_ce_controls_on_the_same_split():
+    specs = table_specs("echoalign-campaign", seeds=[1])
+    by_run = {(s.method, dict(s.options).get("clean_reference", "unused")): s for s in specs}
+    assert set(by_run) == {("echoalign", "unused"), ("ce", "unused"), ("ce", "only")}
+    assert {s.held_out for s in specs} == {0.3}  # one clean 30 %: the generator's, and the control's data
+    echo = dict(by_run["echoalign", "unused"].options)
+    assert (echo["base_epochs"], echo["control_epochs"], echo["proxy_model"]) == (10, 5, "compact_resnet")
+    assert dict(by_run["ce", "unused"].options) == {}
+
+
 def test_sweep_skips_finished_runs_and_summarises(tmp_path, fresh_cache):
     out = tmp_path / "results"
     specs = grid(seeds=[1, 2], **MOONS)
