@@ -1,4 +1,4 @@
-"""Command line: ``python -m lnlkit noise|run|sweep|book ...``."""
+"""Command line: ``python -m lnlkit noise|run|sweep|samples|book ...``."""
 
 from __future__ import annotations
 
@@ -94,6 +94,33 @@ def _sweep_command(args) -> None:
         raise RuntimeError(f"{len(report.failed)} run(s) failed (listed above); the others are kept")
 
 
+def _samples_command(args) -> None:
+    from pathlib import Path
+
+    import numpy as np
+
+    from .files import atomic_write
+    from .methods.echoalign import edit_samples
+    from .results import provenance
+
+    result = Path(args.result)
+    if not result.is_file():
+        raise ValueError(f"no result file {result}")
+    record = json.loads(result.read_text())
+    samples = edit_samples(record, per_group=args.per_group)
+    about = {"result_file": result.name, "judge": samples.pop("judge"),
+             "judge_test_accuracy": samples.pop("judge_test_accuracy"), "provenance": provenance()}
+    out = Path(args.out) if args.out else result.parent / "samples" / f"{result.stem}.npz"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out) as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, about=np.array(json.dumps(about)), **samples)
+    for row in about["judge"]:
+        print(f"label {row['labels']} ({row['count']} images): the judge reads the noisy label in "
+              f"{100 * row['original reads noisy label']:.1f} % of the originals and "
+              f"{100 * row['edit reads noisy label']:.1f} % of the edits")
+    print(f"wrote {out}")
+
+
 def _parse_value(text: str):
     """'true' -> True, '0.1' -> 0.1, 'mse' -> 'mse' (JSON where it parses, else the string)."""
     try:
@@ -172,6 +199,14 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--out-dir", help="results folder (default: $LNLKIT_RESULTS, else ./results)")
     sweep.add_argument("--dry-run", action="store_true", help="list the runs still to do; run nothing")
     sweep.set_defaults(func=_sweep_command)
+
+    samples = sub.add_parser("samples", help="sample edits of a finished EchoAlign run and what a judge reads in "
+                                             "all its edits (from the run's cached stages)")
+    samples.add_argument("result", help="the run's result file (results/....json)")
+    samples.add_argument("--per-group", type=int, default=6,
+                         help="correctly labelled and mislabelled images to keep, each (default 6)")
+    samples.add_argument("--out", help="output .npz (default: results/samples/<result name>.npz)")
+    samples.set_defaults(func=_samples_command)
 
     book = sub.add_parser("book", help="execute the chapters with papermill and build the HTML book")
     book.add_argument("--profile", choices=PROFILES, default="smoke")

@@ -270,8 +270,13 @@ class EmbeddingEstimator(Estimator):
         return F.normalize(self.encoder(x.to(self.device)).float(), dim=-1)
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
-        return self._embed((x.to(self.device) - self.mean) / self.std)
+        # in batches: a CIFAR-sized training set through a convolutional encoder at once needs ~10 GB
+        out = []
+        for start in range(0, len(images), self.batch_size):
+            batch = images[start:start + self.batch_size]
+            x = batch.float() / 255.0 if batch.dtype == torch.uint8 else batch.float()
+            out.append(self._embed((x.to(self.device) - self.mean) / self.std))
+        return torch.cat(out) if out else torch.empty(0, self.class_vectors.shape[1], device=self.device)
 
     def class_embeddings(self) -> torch.Tensor:
         return F.normalize(self.class_vectors.float(), dim=-1)

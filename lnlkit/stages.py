@@ -111,3 +111,21 @@ class StageCache:
     def summary(self) -> list[dict]:
         """The stage records, for the result file."""
         return [asdict(r) for r in self.records]
+
+
+def recorded_artefact(record: dict, name: str, folder: str | Path | None = None) -> dict:
+    """The artefact of stage ``name`` that the run of ``record`` (a result file's content) built or
+    loaded, read from the stage cache by the key in the record.
+
+    The key is the recorded one, not recomputed, so this works whatever lnlkit version reads it
+    (a later edit of the code changes the keys of new runs, not what a finished run stored).
+    """
+    entry = next((s for s in record.get("stages", []) if s["name"] == name), None)
+    if entry is None:
+        stages = [s["name"] for s in record.get("stages", [])]
+        raise ValueError(f"the run recorded no stage {name!r} (its stages: {stages})")
+    path = Path(folder or cache_dir() / "stages") / f"{name}-{entry['key']}.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"stage {name!r} of this run is not in the cache ({path}): run the run's "
+                                "command again with the same LNLKIT_CACHE to rebuild it")
+    return torch.load(path, map_location="cpu", weights_only=True)["artefact"]

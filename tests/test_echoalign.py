@@ -1,5 +1,7 @@
 """EchoAlign: the refined sets of its variants, its threshold rules, and stages shared between them."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -70,3 +72,36 @@ def test_bad_options_are_refused():
     for bad in [{"variant": "both"}, {"tau": "median"}, {"tau": 2.0}, {"generator": "gan"}, {"strength": 0.0}]:
         with pytest.raises(ValueError):
             build_method("echoalign", **bad)
+
+
+def test_samples_of_a_finished_run_come_from_its_cached_stages(tmp_path, fresh_cache, one_thread):
+    from lnlkit.cli import main
+    from lnlkit.methods.echoalign import edit_samples
+    from lnlkit.run import experiment_data, run_experiment
+
+    result = run_experiment(method="echoalign", dataset="digits", noise="idn", rate=0.4, seed=1, held_out=0.3,
+                            method_options=dict(EchoAlign.example_options), config_overrides={"epochs": 1},
+                            out_dir=tmp_path / "results", progress=False)
+    assert main(["samples", str(result.path), "--per-group", "3"]) == 0
+    out = result.path.parent / "samples" / f"{result.path.stem}.npz"
+    with np.load(out, allow_pickle=False) as stored:  # plain arrays: nothing to unpickle
+        samples = {k: stored[k] for k in stored.files}
+    method = result.trainer.method
+    train = experiment_data(dataset="digits", noise="idn", rate=0.4, noise_seed=1, held_out=0.3).train
+    index = samples["index"]
+    assert np.array_equal(samples["edit"], method.edits[index])
+    assert np.array_equal(samples["original"], train.inputs[index])
+    assert np.array_equal(samples["noisy"], train.noisy_labels[index])
+    assert np.array_equal(samples["kept"], method.keep_original[index])
+    right = samples["clean"] == samples["noisy"]
+    assert right[:3].all() and not right[3:].any()  # three correctly labelled, then three mislabelled
+    about = json.loads(str(samples["about"]))
+    assert about["result_file"] == result.path.name
+    assert [row["count"] for row in about["judge"]] == [int((train.labels == train.noisy_labels).sum()),
+                                                         int((train.labels != train.noisy_labels).sum())]
+    assert 0.15 < about["judge_test_accuracy"] <= 1  # above chance, after two epochs of the proxy
+    # without the cached edits there is nothing to show: said, not rebuilt
+    for stale in (fresh_cache / "stages").glob("echoalign-edits-*.pt"):
+        stale.unlink()
+    with pytest.raises(FileNotFoundError, match="not in the cache"):
+        edit_samples(result.record)

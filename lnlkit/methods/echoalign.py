@@ -207,3 +207,53 @@ class EchoAlign(Method):
                 "steps": self.steps, "control": self.control, "encoder": self.encoder,
                 "proxy_epochs": self.proxy_epochs, "proxy_model": self.proxy_model, "tau": self.tau_rule,
                 "variant": self.variant, "seed": self.seed, **self.measured}
+
+
+def edit_samples(record: dict, per_group: int = 6, seed: int = 0) -> dict:
+    """What a finished EchoAlign run's edits look like, from its cached stages (generator-independent).
+
+    Returns arrays for a figure (``per_group`` correctly labelled and ``per_group`` mislabelled
+    training images, drawn with ``seed``: the original, its edit, both labels, the similarity and
+    whether EchoSelect kept the original) and, over the whole training set, what a judge reads: the
+    run's proxy encoder (trained on the clean held-out split, it never saw an edit) classifies every
+    original and every edit; ``judge`` counts how often it reads the noisy label, apart for images
+    whose label is right and wrong, and ``judge_test_accuracy`` is its accuracy on the clean test set.
+    """
+    from ..estimators import proxy_from_state
+    from ..run import experiment_data
+    from ..stages import recorded_artefact
+
+    run, options = record["run"], record["method_options"]
+    if run["method"] != "echoalign" or options.get("encoder") != "proxy":
+        raise ValueError("edit samples need an EchoAlign result file whose encoder is the proxy (the judge)")
+    data = experiment_data(dataset=run["dataset"], noise=run["noise"], rate=run["rate"],
+                           label_set=run["label_set"], noise_seed=run["noise_seed"], held_out=run["held_out"],
+                           val_fraction=record["train_config"]["val_fraction"])
+    train = data.train
+    edits = recorded_artefact(record, "echoalign-edits")["edits"].numpy()
+    similarity = recorded_artefact(record, "echoalign-similarity")["similarity"].numpy()
+    if len(edits) != len(train):
+        raise ValueError(f"the cached edits ({len(edits)}) do not match the run's training split ({len(train)})")
+    judge = proxy_from_state(recorded_artefact(record, "osa-proxy-estimator"))
+    class_vectors = judge.class_embeddings()
+
+    def reads(images):
+        chw = torch.from_numpy(np.ascontiguousarray(np.asarray(images).transpose(0, 3, 1, 2)))
+        return (judge.encode_images(chw) @ class_vectors.T).argmax(1).cpu().numpy()
+
+    clean, noisy = train.labels, train.noisy_labels
+    read_original, read_edit = reads(train.inputs), reads(edits)
+    mislabelled = clean != noisy
+    counts = [{"labels": group, "count": int(mask.sum()),
+               "original reads noisy label": float((read_original[mask] == noisy[mask]).mean()),
+               "edit reads noisy label": float((read_edit[mask] == noisy[mask]).mean()),
+               "edit reads clean label": float((read_edit[mask] == clean[mask]).mean()),
+               "mean similarity": float(similarity[mask].mean())}
+              for group, mask in [("right", ~mislabelled), ("wrong", mislabelled)]]
+    rng = np.random.default_rng(seed)
+    picks = np.concatenate([rng.choice(np.flatnonzero(~mislabelled), per_group, replace=False),
+                            rng.choice(np.flatnonzero(mislabelled), per_group, replace=False)])
+    return {"index": picks, "original": train.inputs[picks], "edit": edits[picks], "clean": clean[picks],
+            "noisy": noisy[picks], "similarity": similarity[picks], "read_edit": read_edit[picks],
+            "kept": similarity[picks] >= options["tau_used"], "classes": np.array(train.classes), "judge": counts,
+            "judge_test_accuracy": float((reads(data.test.inputs) == data.test.labels).mean())}
