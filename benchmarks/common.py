@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 from pathlib import Path
@@ -31,7 +32,8 @@ def cifar10_train() -> LabelledData:
 def save(name: str, record: dict) -> Path:
     OUT.mkdir(exist_ok=True)
     path = OUT / f"{name}-{record['device_kind']}.json"
-    record |= {"machine": platform.machine(), "provenance": provenance()}
+    allocator = "jemalloc" if "jemalloc" in os.environ.get("LD_PRELOAD", "") else "default (glibc)"
+    record |= {"machine": platform.machine(), "allocator": allocator, "provenance": provenance()}
     path.write_text(json.dumps(record, indent=1))
     print(f"wrote {path.relative_to(OUT.parent.parent)}")
     return path
