@@ -14,16 +14,6 @@ endif
 # Chapters (executed by papermill, re-run by nbval) read the checkout's result files.
 export LNLKIT_RESULTS ?= $(abspath results)
 
-# jemalloc, where installed (apt-get install libjemalloc2), keeps freed memory for reuse: with
-# glibc's allocator PyTorch on CPU spends much of its time in page faults on large tensors
-# (benchmarks/allocator.py). Set LD_PRELOAD= (empty) to run without it.
-JEMALLOC := $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/libjemalloc.so.2 \
-                                   /usr/lib/aarch64-linux-gnu/libjemalloc.so.2 /usr/lib64/libjemalloc.so.2))
-ifneq ($(JEMALLOC),)
-export LD_PRELOAD ?= $(JEMALLOC)
-export MALLOC_CONF ?= dirty_decay_ms:-1,muzzy_decay_ms:-1
-endif
-
 .PHONY: install book render inspect publish test unit chapters nbval bench clean
 
 $(STAMP): pyproject.toml

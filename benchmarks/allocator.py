@@ -4,8 +4,9 @@ With glibc, every large tensor (above 32 MB, glibc's largest mmap threshold) is 
 that the kernel fills page by page and takes back when the tensor is freed, so a CPU run can spend
 more time in page faults than in arithmetic. jemalloc with ``dirty_decay_ms:-1,muzzy_decay_ms:-1``
 reuses freed pages instead. Both workloads run in child processes, the same code and seed,
-once with each allocator (the Makefile preloads jemalloc when it is installed:
-``apt-get install libjemalloc2``):
+once with each allocator (``apt-get install libjemalloc2``). Freed memory is never returned
+to the system with this setting: fine for one run, not for a long process that trains many
+models (a chapter kernel grew to 23 GB), so nothing preloads it by default:
 
 1. EchoMod: the generator trained here (random weights) edits 128 CIFAR-sized images;
 2. training: one epoch of the ``cpu`` profile's CE (compact residual network, batch 512) on
