@@ -1,12 +1,13 @@
-"""PyTorch on CPU with glibc's allocator against jemalloc that keeps freed memory for reuse.
+"""PyTorch on CPU: glibc as it comes, glibc as ``import lnlkit`` sets it, and jemalloc.
 
-With glibc, every large tensor (above 32 MB, glibc's largest mmap threshold) is a fresh mapping
-that the kernel fills page by page and takes back when the tensor is freed, so a CPU run can spend
-more time in page faults than in arithmetic. jemalloc with ``dirty_decay_ms:-1,muzzy_decay_ms:-1``
-reuses freed pages instead. Both workloads run in child processes, the same code and seed,
-once with each allocator (``apt-get install libjemalloc2``). Freed memory is never returned
-to the system with this setting: fine for one run, not for a long process that trains many
-models (a chapter kernel grew to 23 GB), so nothing preloads it by default:
+With glibc as it comes, every large tensor (above 32 MB, glibc's largest mmap threshold) is a
+fresh mapping that the kernel fills page by page and takes back when the tensor is freed, so a
+CPU run can spend more time in page faults than in arithmetic. ``import lnlkit`` turns those
+mappings off and keeps a freed heap top below 1 GiB (``lnlkit/memory.py``), so freed pages are
+reused. jemalloc with ``dirty_decay_ms:-1,muzzy_decay_ms:-1``, preloaded, is the other known
+fix; it never returns freed memory (a chapter kernel that trained many models grew to 23 GB),
+and it is measured here only when installed (``apt-get install libjemalloc2``). Every
+workload runs in child processes, the same code and seed, once per allocator:
 
 1. EchoMod: the generator trained here (random weights) edits 128 CIFAR-sized images;
 2. training: one epoch of the ``cpu`` profile's CE (compact residual network, batch 512) on
@@ -21,6 +22,8 @@ import sys
 from pathlib import Path
 
 from common import save
+
+from lnlkit.memory import OPT_OUT
 
 JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
 CANDIDATES = ["/usr/lib/x86_64-linux-gnu/libjemalloc.so.2", "/usr/lib/aarch64-linux-gnu/libjemalloc.so.2",
@@ -64,12 +67,12 @@ print("RESULT", seconds, usage.ru_minflt, usage.ru_stime)
 """
 
 
-def run(body: str, preload: str | None) -> dict:
-    env = dict(os.environ)
-    env.pop("LD_PRELOAD", None)
-    env.pop("MALLOC_CONF", None)
-    if preload:
-        env |= {"LD_PRELOAD": preload, "MALLOC_CONF": JEMALLOC_CONF}
+def run(body: str, allocator: str) -> dict:
+    env = {key: value for key, value in os.environ.items() if key not in ("LD_PRELOAD", "MALLOC_CONF", OPT_OUT)}
+    if allocator != "lnlkit":  # glibc as it comes; jemalloc must not be tuned through glibc either
+        env[OPT_OUT] = "default"
+    if allocator == "jemalloc":
+        env |= {"LD_PRELOAD": jemalloc, "MALLOC_CONF": JEMALLOC_CONF}
     code = CHILD.format(benchmarks=str(Path(__file__).resolve().parent), body=body)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     line = next(line for line in out.stdout.splitlines() if line.startswith("RESULT"))
@@ -78,16 +81,15 @@ def run(body: str, preload: str | None) -> dict:
 
 
 jemalloc = next((path for path in CANDIDATES if Path(path).exists()), None)
-if jemalloc is None:
-    sys.exit("jemalloc is not installed (apt-get install libjemalloc2): nothing to compare")
+allocators = ["glibc", "lnlkit"] + (["jemalloc"] if jemalloc else [])
 rows = []
 for name, body in WORKLOADS.items():
-    glibc, preloaded = run(body, None), run(body, jemalloc)
-    rows.append({"workload": name, "glibc": glibc, "jemalloc": preloaded,
-                 "speed-up": glibc["seconds"] / preloaded["seconds"]})
-    print(f"{name}: glibc {glibc['seconds']:.1f} s ({glibc['minor_page_faults']:,} page faults), "
-          f"jemalloc {preloaded['seconds']:.1f} s ({preloaded['minor_page_faults']:,}): "
-          f"{glibc['seconds'] / preloaded['seconds']:.2f}x")
+    row = {"workload": name} | {allocator: run(body, allocator) for allocator in allocators}
+    row["speed-up"] = {allocator: row["glibc"]["seconds"] / row[allocator]["seconds"] for allocator in allocators[1:]}
+    rows.append(row)
+    print(name + ": " + ", ".join(f"{allocator} {row[allocator]['seconds']:.1f} s "
+                                  f"({row[allocator]['minor_page_faults']:,} page faults)" for allocator in allocators))
 
-save("allocator", {"device_kind": "cpu", "jemalloc": jemalloc, "malloc_conf": JEMALLOC_CONF,
+save("allocator", {"device_kind": "cpu", "glibc_settings": "import lnlkit: M_MMAP_MAX=0, M_TRIM_THRESHOLD=1 GiB",
+                   "jemalloc": jemalloc, "malloc_conf": JEMALLOC_CONF,
                    "threads": os.environ.get("OMP_NUM_THREADS", "default"), "rows": rows})

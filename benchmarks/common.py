@@ -13,6 +13,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lnlkit.data import DataUnavailableError, LabelledData, load_cifar  # noqa: E402
+from lnlkit.memory import keep_freed_memory  # noqa: E402
 from lnlkit.results import provenance  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results"
@@ -32,7 +33,10 @@ def cifar10_train() -> LabelledData:
 def save(name: str, record: dict) -> Path:
     OUT.mkdir(exist_ok=True)
     path = OUT / f"{name}-{record['device_kind']}.json"
-    allocator = "jemalloc" if "jemalloc" in os.environ.get("LD_PRELOAD", "") else "default (glibc)"
+    if "jemalloc" in os.environ.get("LD_PRELOAD", ""):
+        allocator = "jemalloc"
+    else:
+        allocator = "glibc, kept freed memory (lnlkit)" if keep_freed_memory() else "glibc as it comes"
     record |= {"machine": platform.machine(), "allocator": allocator, "provenance": provenance()}
     path.write_text(json.dumps(record, indent=1))
     print(f"wrote {path.relative_to(OUT.parent.parent)}")
