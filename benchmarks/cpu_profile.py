@@ -7,9 +7,10 @@ images (the profile's honest model choice: no test-set peeking); the test accura
 beside it. The chosen recipe is then trained on all 50,000 images, as `python -m lnlkit run
 --method ce --dataset cifar10 --noise symmetric --rate 0.0 --profile cpu` does.
 
-Run `python benchmarks/cpu_profile.py [--candidates NAME ...] [--skip-final]`; results are
-appended to benchmarks/results/cpu_profile-cpu.json (one entry per candidate, kept across runs
-so that the frontier grows).
+Run `python benchmarks/cpu_profile.py [--candidates NAME ...] [--skip-final]`. The file
+benchmarks/results/cpu_profile-cpu.json is written after every candidate, so an interrupted run
+keeps what it finished; entries of earlier runs stay (each records its date and commit) unless
+the same candidate is trained again.
 """
 
 import argparse
@@ -25,6 +26,10 @@ from lnlkit.run import run_experiment
 # name -> (what it tries, overrides of the cpu profile)
 CANDIDATES = {
     "chosen": ("the cpu profile as it is (max-pool, GELU, base width 32, batch 512, 15 epochs)", {}),
+    "20-epochs": ("20 epochs", {"epochs": 20}),
+    "bf16": ("bfloat16 autocast on the CPU (AVX512-BF16)", {"cpu_bf16": True}),
+    "bf16-24-epochs": ("bfloat16 autocast, 24 epochs", {"cpu_bf16": True, "epochs": 24}),
+    "bf16-w48": ("bfloat16 autocast, base width 48", {"cpu_bf16": True, "model": "compact_resnet_w48"}),
     "batch256-16ep": ("batch 256, 16 epochs", {"batch_size": 256, "epochs": 16}),
     "relu": ("ReLU instead of GELU (cheaper on CPU)", {"model": "compact_resnet_relu"}),
     "stride-w32-26ep": ("stride-2 convolutions instead of max-pool (cheaper steps), 26 epochs",
@@ -60,10 +65,17 @@ def train(overrides: dict, val_fraction: float) -> dict:
             "test_acc_final": result.final["test_acc_final"],
             "val_acc_final": history[-1].get("val_acc"), "n_train": result.record["n_train"],
             "test_acc_per_epoch": [h["test_acc"] for h in history],
-            "epoch_time_s": [h["epoch_time_s"] for h in history], "device": result.record["device"]}
+            "epoch_time_s": [h["epoch_time_s"] for h in history], "device": result.record["device"],
+            "provenance": result.record["provenance"]}
+
+
+def write(candidates: dict, final: dict | None) -> None:
+    save("cpu_profile", {"about": __doc__.splitlines()[0], "device_kind": "cpu", "threads": torch.get_num_threads(),
+                         "candidates": candidates, "final": final})
 
 
 candidates = dict(previous)
+final = json.loads(path.read_text()).get("final") if path.exists() else None
 for name in args.candidates:
     about, overrides = CANDIDATES[name]
     print(f"{name}: {about} ...", flush=True)
@@ -71,13 +83,10 @@ for name in args.candidates:
     c = candidates[name]
     print(f"  {c['minutes_total']:.1f} min, validation {100 * c['val_acc_final']:.2f} %, "
           f"test {100 * c['test_acc_final']:.2f} %", flush=True)
+    write(candidates, final)
 
-record = {"about": __doc__.splitlines()[0], "device_kind": "cpu", "threads": torch.get_num_threads(),
-          "candidates": candidates}
 if not args.skip_final:
     print("the cpu profile on all 50,000 training images ...", flush=True)
-    record["final"] = train({}, val_fraction=0.0)
-    print(f"  {record['final']['minutes_total']:.1f} min, test {100 * record['final']['test_acc_final']:.2f} %")
-elif path.exists():
-    record["final"] = json.loads(path.read_text()).get("final")
-save("cpu_profile", record)
+    final = train({}, val_fraction=0.0)
+    print(f"  {final['minutes_total']:.1f} min, test {100 * final['test_acc_final']:.2f} %")
+    write(candidates, final)

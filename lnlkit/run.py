@@ -181,6 +181,11 @@ def transition_record(method, train: LabelledData, noise: NoisyLabels) -> dict |
     return record
 
 
+# TrainConfig fields added after results were committed, with their defaults: they enter a run's
+# name only when set, so that the files made before they existed keep their names
+LATER_FIELDS = {"cpu_bf16": False}
+
+
 def plan_run(*, method: str, dataset: str, noise: str, rate: float | None = None, label_set: str | None = None,
              noise_seed: int | None = None, seed: int = 1, profile: str = "smoke", held_out: float = 0.0,
              method_options: dict | None = None, config_overrides: dict | None = None,
@@ -203,7 +208,8 @@ def plan_run(*, method: str, dataset: str, noise: str, rate: float | None = None
     spec = {"method": method, "dataset": dataset, "noise": noise, "rate": rate, "label_set": label_set,
             "noise_seed": noise_seed, "seed": seed, "profile": profile, "held_out": held_out}
     init_digest = digest(Path(init_from).read_bytes()) if init_from else None
-    config_for_name = {k: v for k, v in asdict(config).items() if k != "progress"}
+    config_for_name = {k: v for k, v in asdict(config).items()
+                       if k != "progress" and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
     name = run_name(**{k: spec[k] for k in ("method", "dataset", "noise", "rate", "label_set", "noise_seed",
                                              "seed", "profile")},
                     fingerprint=digest(spec, options, config_for_name, init_digest))
@@ -233,6 +239,15 @@ def _build_trainer(plan: RunPlan, method_options: dict | None, init_from, checkp
 def rerun_epochs(record: dict, epochs: int = 1, progress: bool = False) -> list[dict]:
     """Train the run that ``record`` (a result file's content) describes again, for its first ``epochs``
     epochs, with its recorded configuration; return their history entries (to compare with the file's)."""
+    if record.get("init_from"):
+        raise ValueError("this run started from another run's weights; rerun that one first")
+    plan = plan_from_record(record, progress=progress)
+    trainer, _ = _build_trainer(plan, plan.options, None)
+    return trainer.fit(until_epoch=epochs).history
+
+
+def plan_from_record(record: dict, progress: bool = False) -> RunPlan:
+    """The plan of the run that ``record`` (a result file's content) describes: same settings, same name."""
     import inspect
 
     method = record["run"]["method"]
@@ -242,14 +257,10 @@ def rerun_epochs(record: dict, epochs: int = 1, progress: bool = False) -> list[
     config = {k: (tuple(v) if isinstance(v, list) else v) for k, v in record["train_config"].items()
               if k not in ("seed", "progress")}
     run = record["run"]
-    plan = plan_run(method=method, dataset=run["dataset"], noise=run["noise"], rate=run["rate"],
+    return plan_run(method=method, dataset=run["dataset"], noise=run["noise"], rate=run["rate"],
                     label_set=run["label_set"], noise_seed=run["noise_seed"], seed=run["seed"],
                     profile=run["profile"], held_out=run.get("held_out", 0.0), method_options=options,
                     config_overrides=config, progress=progress)
-    if record.get("init_from"):
-        raise ValueError("this run started from another run's weights; rerun that one first")
-    trainer, _ = _build_trainer(plan, options, None)
-    return trainer.fit(until_epoch=epochs).history
 
 
 def run_experiment(*, method: str, dataset: str, noise: str, rate: float | None = None,

@@ -53,6 +53,7 @@ class TrainConfig:
     seed: int = 1
     device: str = "auto"  # "auto" = CUDA when available
     amp: bool = True  # bfloat16 autocast on CUDA
+    cpu_bf16: bool = False  # bfloat16 autocast on CPU as well (pays where the CPU has AVX512-BF16 or AMX)
     channels_last: bool = True  # NHWC memory layout for images (faster convolutions on GPU and CPU)
     progress: bool = True
 
@@ -310,8 +311,8 @@ class Trainer:
     # ------------------------------------------------------------ pieces other loops reuse
 
     def autocast(self):
-        if self.device.type == "cuda" and self.config.amp:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        if (self.device.type == "cuda" and self.config.amp) or (self.device.type == "cpu" and self.config.cpu_bf16):
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:

@@ -124,6 +124,36 @@ def test_a_committed_cpu_result_reproduces_its_first_epoch(shared_data, fresh_ca
     assert again["train_loss"] == pytest.approx(first["train_loss"], rel=1e-6, abs=0), path.name
 
 
+def test_the_sweep_finds_every_committed_cpu_result():
+    """A sweep skips a finished run by its file name: every committed cpu result is a run of a named
+    table, and a TrainConfig field added later (``LATER_FIELDS``) must not rename it."""
+    from lnlkit.run import plan_run
+    from lnlkit.sweep import TABLES, table_specs
+
+    committed = {path.stem for path, _ in _committed_cpu_results()}
+    if not committed:
+        pytest.skip("no committed cpu-profile result yet")
+    planned = {plan_run(**spec.kwargs(), progress=False).name
+               for table in TABLES for spec in table_specs(table, profile="cpu")}
+    assert committed <= planned, sorted(committed - planned)
+
+
+def test_cpu_bf16_autocasts_on_cpu_only_when_asked(fake_images, fresh_cache):
+    images, labels = fake_images
+    data = LabelledData(images[:256], labels[:256], [str(c) for c in range(10)], "fake", "random")
+    data = data.with_noisy_labels(labels[:256])
+    for cpu_bf16 in (False, True):
+        config = train_config("cpu", "cifar10", epochs=1, batch_size=128, device="cpu", progress=False,
+                              cpu_bf16=cpu_bf16)
+        trainer = Trainer(build_method("ce"), data, data, config)
+        (epoch,) = trainer.fit().history
+        assert np.isfinite(epoch["train_loss"])
+        with trainer.autocast():
+            assert torch.is_autocast_enabled("cpu") == cpu_bf16
+            out = trainer.networks[0](trainer.prepare(torch.zeros(2, 3, 32, 32)))
+        assert (out.dtype == torch.bfloat16) == cpu_bf16
+
+
 @pytest.mark.parametrize("name", ["ce", "coteaching", "mixup", "causalnl", "osa", "forward", "volminnet", "dtm",
                                   "echoalign"])
 def test_every_method_trains_with_the_cpu_recipe(name, fake_images, fresh_cache):
