@@ -34,6 +34,8 @@ def _run_command(args) -> None:
     overrides = {"epochs": args.epochs} if args.epochs is not None else {}
     if args.device:
         overrides["device"] = args.device
+    if args.cpu_bf16:
+        overrides["cpu_bf16"] = True
     options = {name: _parse_value(value) for name, value in (args.option or [])}
     result = run_experiment(method=args.method, dataset=args.dataset, noise=args.noise, rate=args.rate,
                             label_set=args.label_set, noise_seed=args.noise_seed, seed=args.seed,
@@ -111,7 +113,6 @@ def _samples_command(args) -> None:
     about = {"result_file": result.name, "judge": samples.pop("judge"),
              "judge_test_accuracy": samples.pop("judge_test_accuracy"), "provenance": provenance()}
     out = Path(args.out) if args.out else result.parent / "samples" / f"{result.stem}.npz"
-    out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(out) as tmp, open(tmp, "wb") as handle:
         np.savez_compressed(handle, about=np.array(json.dumps(about)), **samples)
     for row in about["judge"]:
@@ -160,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--profile", choices=PROFILES, default="smoke")
     run.add_argument("--epochs", type=int, help="override the profile's number of epochs")
     run.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
+    run.add_argument("--cpu-bf16", action="store_true",
+                     help="bfloat16 autocast on CPU (faster on CPUs with AVX512-BF16 or AMX; another run, "
+                          "with its own result file)")
     run.add_argument("--out-dir", help="results folder (default: $LNLKIT_RESULTS, else ./results)")
     run.add_argument("--option", nargs=2, action="append", metavar=("NAME", "VALUE"),
                      help="a method option, e.g. --option official_code true (CausalNL)")

@@ -14,6 +14,14 @@ def test_noise_command_writes_npz(tmp_path, capsys):
     assert "achieved rate" in capsys.readouterr().out
 
 
+def test_cpu_bf16_flag_is_another_run_with_its_own_file(tmp_path):
+    argv = ["run", "--method", "ce", "--dataset", "digits", "--noise", "symmetric", "--rate", "0.2", "--epochs", "1",
+            "--device", "cpu", "--out-dir", str(tmp_path / "results")]
+    assert main(argv) == 0 and main(argv + ["--cpu-bf16"]) == 0
+    records = [json.loads(path.read_text()) for path in sorted((tmp_path / "results").glob("*.json"))]
+    assert sorted(r["train_config"]["cpu_bf16"] for r in records) == [False, True]
+
+
 def test_bad_input_is_one_line_error(tmp_path, capsys):
     assert main(["noise", "--dataset", "digits", "--kind", "symmetric", "--rate", "1.5", "--out",
                  str(tmp_path / "x.npz")]) == 2
