@@ -18,7 +18,7 @@ the trained model, with a small API for looking inside it.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -181,11 +181,6 @@ def transition_record(method, train: LabelledData, noise: NoisyLabels) -> dict |
     return record
 
 
-# TrainConfig fields added after results were committed, with their defaults: they enter a run's
-# name only when set, so that the files made before they existed keep their names
-LATER_FIELDS = {"cpu_bf16": False}
-
-
 def plan_run(*, method: str, dataset: str, noise: str, rate: float | None = None, label_set: str | None = None,
              noise_seed: int | None = None, seed: int = 1, profile: str = "smoke", held_out: float = 0.0,
              method_options: dict | None = None, config_overrides: dict | None = None,
@@ -208,11 +203,9 @@ def plan_run(*, method: str, dataset: str, noise: str, rate: float | None = None
     spec = {"method": method, "dataset": dataset, "noise": noise, "rate": rate, "label_set": label_set,
             "noise_seed": noise_seed, "seed": seed, "profile": profile, "held_out": held_out}
     init_digest = digest(Path(init_from).read_bytes()) if init_from else None
-    config_for_name = {k: v for k, v in asdict(config).items()
-                       if k != "progress" and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
     name = run_name(**{k: spec[k] for k in ("method", "dataset", "noise", "rate", "label_set", "noise_seed",
                                              "seed", "profile")},
-                    fingerprint=digest(spec, options, config_for_name, init_digest))
+                    fingerprint=digest(spec, options, config.settings(), init_digest))
     out_dir = Path(out_dir) if out_dir else results_dir()
     checkpoints = Path(checkpoint_dir) if checkpoint_dir else out_dir.parent / "checkpoints"
     return RunPlan(spec, options, config, name, out_dir / f"{name}.json", checkpoints / f"{name}.pt", init_digest)

@@ -30,6 +30,10 @@ from .noise import check_seed
 from .stages import StageCache
 
 
+# TrainConfig fields added after results were committed, with their defaults (see TrainConfig.settings)
+LATER_FIELDS = {"cpu_bf16": False}
+
+
 @dataclass
 class TrainConfig:
     model: str = "resnet18"
@@ -56,6 +60,12 @@ class TrainConfig:
     cpu_bf16: bool = False  # bfloat16 autocast on CPU as well (pays where the CPU has AVX512-BF16 or AMX)
     channels_last: bool = True  # NHWC memory layout for images (faster convolutions on GPU and CPU)
     progress: bool = True
+
+    def settings(self) -> dict:
+        """The settings that define a run (not ``progress``). Fields added after results and checkpoints
+        were made (``LATER_FIELDS``) enter only when set, so those files keep their names and resume."""
+        return {k: v for k, v in asdict(self).items()
+                if k != "progress" and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "eval_batch_size"):
@@ -439,8 +449,7 @@ class Trainer:
 
     def fingerprint(self) -> str:
         """A digest of everything that defines the run: config (but progress), method options, identity."""
-        config = {k: v for k, v in asdict(self.config).items() if k != "progress"}
-        return digest(config, self.method.options(), self.identity)
+        return digest(self.config.settings(), self.method.options(), self.identity)
 
     def state(self) -> dict:
         return {"fingerprint": self.fingerprint(), "history": self.history,

@@ -139,6 +139,8 @@ def test_the_sweep_finds_every_committed_cpu_result():
 
 
 def test_cpu_bf16_autocasts_on_cpu_only_when_asked(fake_images, fresh_cache):
+    # added later: it enters a run's name and its checkpoints' fingerprint only when set
+    assert "cpu_bf16" not in TrainConfig().settings() and TrainConfig(cpu_bf16=True).settings()["cpu_bf16"]
     images, labels = fake_images
     data = LabelledData(images[:256], labels[:256], [str(c) for c in range(10)], "fake", "random")
     data = data.with_noisy_labels(labels[:256])
