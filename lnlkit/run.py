@@ -232,15 +232,6 @@ def _build_trainer(plan: RunPlan, method_options: dict | None, init_from, checkp
 def rerun_epochs(record: dict, epochs: int = 1, progress: bool = False) -> list[dict]:
     """Train the run that ``record`` (a result file's content) describes again, for its first ``epochs``
     epochs, with its recorded configuration; return their history entries (to compare with the file's)."""
-    if record.get("init_from"):
-        raise ValueError("this run started from another run's weights; rerun that one first")
-    plan = plan_from_record(record, progress=progress)
-    trainer, _ = _build_trainer(plan, plan.options, None)
-    return trainer.fit(until_epoch=epochs).history
-
-
-def plan_from_record(record: dict, progress: bool = False) -> RunPlan:
-    """The plan of the run that ``record`` (a result file's content) describes: same settings, same name."""
     import inspect
 
     method = record["run"]["method"]
@@ -250,10 +241,14 @@ def plan_from_record(record: dict, progress: bool = False) -> RunPlan:
     config = {k: (tuple(v) if isinstance(v, list) else v) for k, v in record["train_config"].items()
               if k not in ("seed", "progress")}
     run = record["run"]
-    return plan_run(method=method, dataset=run["dataset"], noise=run["noise"], rate=run["rate"],
+    plan = plan_run(method=method, dataset=run["dataset"], noise=run["noise"], rate=run["rate"],
                     label_set=run["label_set"], noise_seed=run["noise_seed"], seed=run["seed"],
                     profile=run["profile"], held_out=run.get("held_out", 0.0), method_options=options,
                     config_overrides=config, progress=progress)
+    if record.get("init_from"):
+        raise ValueError("this run started from another run's weights; rerun that one first")
+    trainer, _ = _build_trainer(plan, options, None)
+    return trainer.fit(until_epoch=epochs).history
 
 
 def run_experiment(*, method: str, dataset: str, noise: str, rate: float | None = None,
