@@ -54,12 +54,22 @@ class RunSpec:
                 "profile": self.profile, "held_out": self.held_out, "method_options": dict(self.options)}
 
     @property
-    def label(self) -> str:
-        setting = self.label_set if self.noise == "human" else f"{self.noise}-{round(100 * self.rate)}%"
+    def method_label(self) -> str:
+        """The method with its options and held-out fraction, e.g. 'ce held-out 0.3'."""
         extra = "".join(f" {k}={v}" for k, v in self.options) + (f" held-out {self.held_out}" if self.held_out else "")
+        return self.method + extra
+
+    @property
+    def setting(self) -> str:
+        """The dataset and its noise, e.g. 'cifar10 idn-20%' or 'cifar10 worst'."""
+        noise = self.label_set if self.noise == "human" else f"{self.noise}-{round(100 * self.rate)}%"
+        return f"{self.dataset} {noise}"
+
+    @property
+    def label(self) -> str:
         seeds = f"seed {self.seed}" if self.noise_seed in (None, self.seed) else \
             f"noise seed {self.noise_seed}, seed {self.seed}"
-        return f"{self.method}{extra} · {self.dataset} {setting} · {self.profile} · {seeds}"
+        return f"{self.method_label} · {self.setting} · {self.profile} · {seeds}"
 
 
 def grid(*, methods, dataset: str, settings, seeds, profile: str, method_options: dict | None = None,
@@ -249,6 +259,21 @@ def sweep(specs: list[RunSpec], *, out_dir: str | Path | None = None, executor: 
     return report
 
 
+def sweep_progress(specs: list[RunSpec], out_dir: str | Path | None = None) -> pd.DataFrame:
+    """One row per spec: its method (with options), setting, profile, seed, and its result file if it exists.
+
+    What a campaign has done and what remains, without running anything (the rows of a dry run).
+    """
+    from .run import plan_run
+
+    rows = []
+    for spec in specs:
+        path = plan_run(**spec.kwargs(), out_dir=out_dir or results_dir()).result_path
+        rows.append({"method": spec.method_label, "setting": spec.setting, "profile": spec.profile,
+                     "seed": spec.seed, "done": path.exists(), "file": path.name if path.exists() else None})
+    return pd.DataFrame(rows)
+
+
 def sweep_summary(specs: list[RunSpec], out_dir: str | Path | None = None) -> str:
     """Test accuracy (%) per cell of the sweep, mean ± 95 % CI over the seeds whose result files exist."""
     import json
@@ -299,4 +324,5 @@ def _submit(pending, out_dir, done, *, cluster, logs, partition, gpus, time_min,
                              f"(log: {logs}/{finished.job_id}/)")
 
 
-__all__ = ["EXECUTORS", "RunSpec", "SweepReport", "TABLES", "grid", "run_one", "sweep", "sweep_summary", "table_specs"]
+__all__ = ["EXECUTORS", "RunSpec", "SweepReport", "TABLES", "grid", "run_one", "sweep", "sweep_progress", "sweep_summary",
+           "table_specs"]

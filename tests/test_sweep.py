@@ -2,10 +2,11 @@
 
 import json
 
+import pandas as pd
 import pytest
 
 from lnlkit.cli import main
-from lnlkit.sweep import RunSpec, grid, sweep, sweep_summary, table_specs
+from lnlkit.sweep import RunSpec, grid, sweep, sweep_progress, sweep_summary, table_specs
 
 MOONS = dict(methods=["ce"], dataset="moons", settings=[("symmetric", 0.2, None)], profile="smoke")
 
@@ -29,6 +30,8 @@ def test_campaign_table_pairs_osa_with_ce_on_the_same_images():
     assert all(s.held_out == 0.3 and dict(s.options)["estimator"] == "proxy" for s in osa)
     assert sum(s.method == "ce" and s.held_out == 0.3 for s in specs) == len(osa)
     assert {s.label_set for s in specs if s.noise == "human"} == {"worst"}
+    assert {s.setting for s in specs} == {"cifar10 idn-20%", "cifar10 idn-40%", "cifar10 worst"}
+    assert {s.method_label for s in specs if s.method == "ce"} == {"ce", "ce held-out 0.3"}
     with pytest.raises(ValueError, match="unknown table"):
         table_specs("table-99")
 
@@ -54,6 +57,10 @@ def test_sweep_skips_finished_runs_and_summarises(tmp_path, fresh_cache):
     assert len(again.skipped) == 2 and len(again.finished) == 1  # only seed 3 ran
     summary = sweep_summary(specs + grid(seeds=[3], **MOONS), out)
     assert "moons" in summary and " 3 " in summary  # one cell, three seeds
+    progress = sweep_progress(grid(seeds=[1, 3, 4], **MOONS), out)
+    assert progress["done"].tolist() == [True, True, False]  # seed 4 never ran
+    assert set(progress["file"][:2]) <= {p.name for p in out.glob("*.json")} and pd.isna(progress["file"][2])
+    assert set(progress["setting"]) == {"moons symmetric-20%"} and set(progress["method"]) == {"ce"}
 
 
 def test_a_bad_spec_is_refused_before_any_run(tmp_path, fresh_cache):
