@@ -260,9 +260,10 @@ def sweep(specs: list[RunSpec], *, out_dir: str | Path | None = None, executor: 
 
 
 def sweep_progress(specs: list[RunSpec], out_dir: str | Path | None = None) -> pd.DataFrame:
-    """One row per spec: its method (with options), setting, profile, seed, and its result file if it exists.
+    """One row per spec: its method (with options), setting, profile, seed, result file and whether it exists.
 
     What a campaign has done and what remains, without running anything (the rows of a dry run).
+    Two tables may share a run; its result file is the same, so count distinct files.
     """
     from .run import plan_run
 
@@ -270,7 +271,7 @@ def sweep_progress(specs: list[RunSpec], out_dir: str | Path | None = None) -> p
     for spec in specs:
         path = plan_run(**spec.kwargs(), out_dir=out_dir or results_dir()).result_path
         rows.append({"method": spec.method_label, "setting": spec.setting, "profile": spec.profile,
-                     "seed": spec.seed, "done": path.exists(), "file": path.name if path.exists() else None})
+                     "seed": spec.seed, "done": path.exists(), "file": path.name})
     return pd.DataFrame(rows)
 
 
