@@ -280,14 +280,11 @@ def sweep_summary(specs: list[RunSpec], out_dir: str | Path | None = None) -> st
     import json
 
     from .results import results_frame
-    from .run import plan_run
     from .stats import mean_ci
 
-    records = []
-    for spec in specs:
-        path = plan_run(**spec.kwargs(), out_dir=out_dir or results_dir()).result_path
-        if path.exists():
-            records.append(json.loads(path.read_text()) | {"file": path.name})
+    out_dir = Path(out_dir or results_dir())
+    progress = sweep_progress(specs, out_dir)
+    records = [json.loads((out_dir / name).read_text()) | {"file": name} for name in progress["file"][progress["done"]]]
     if not records:
         return "no result files yet"
     frame = results_frame(records)
