@@ -133,9 +133,13 @@ def paper_vs_ours(ours: pd.DataFrame, dataset: str, metric: str | list = "last10
     if ours.empty:
         return pd.DataFrame()
     ours = ours[ours["dataset"] == dataset]
-    if "held_out" not in ours:
-        ours = ours.assign(held_out=0.0)
+    ours = ours.assign(held_out=ours["held_out"].fillna(0.0) if "held_out" in ours else 0.0)
     keys = ["noise", "method", "held_out", "profile", "epochs", "model", "data_source"]
+    # settings in the order they first appear (file names run IDN-20 %, IDN-40 %, worst), and within
+    # one setting by method and held-out fraction, whatever order the files were written in
+    setting_order = {noise: i for i, noise in enumerate(ours["noise"].unique())}
+    ours = ours.sort_values(["noise", "method", "held_out"], kind="stable",
+                            key=lambda column: column.map(setting_order) if column.name == "noise" else column)
     rows = []
     for values, part in ours.groupby(keys, sort=False):
         setting = dict(zip(keys, values))

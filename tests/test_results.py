@@ -35,6 +35,11 @@ def test_paper_vs_ours_cites_table_row_column_and_labels_our_setting():
     assert "profile quick" in table.loc[0, "our setting"] and "JPEG" in table.loc[0, "our setting"]
     # EchoAlign's Table 6 counts images, not accuracy: never set beside an accuracy
     assert len(paper_numbers(table="Table 6", method="echoalign", noise="IDN-50%")) == 2
+    # rows by setting as first seen, then method and held-out fraction, whatever the file order
+    mixed = pd.concat([ours.assign(noise="IDN-40%", method="ce", held_out=0.3), ours.assign(noise="IDN-20%"),
+                       ours.assign(noise="IDN-40%", method="coteaching", held_out=0.0), ours])
+    assert [(n, m) for n, m in paper_vs_ours(mixed, "cifar10")[["noise", "method"]].values] == [
+        ("IDN-40%", "ce"), ("IDN-40%", "ce (trained on 70 %)"), ("IDN-40%", "coteaching"), ("IDN-20%", "ce")]
     echo = paper_vs_ours(ours.assign(method="echoalign", noise="IDN-50%"), "cifar10")
     assert "Table 5" in echo.loc[0, "paper (%)"] and "Table 6" not in echo.loc[0, "paper (%)"]
 
