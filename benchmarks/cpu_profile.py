@@ -31,6 +31,8 @@ CANDIDATES = {
     "bf16-24-epochs": ("bfloat16 autocast, 24 epochs", {"cpu_bf16": True, "epochs": 24}),
     "bf16-36-epochs": ("bfloat16 autocast, 36 epochs", {"cpu_bf16": True, "epochs": 36}),
     "bf16-w48": ("bfloat16 autocast, base width 48", {"cpu_bf16": True, "model": "compact_resnet_w48"}),
+    "bf16-w48-20ep": ("bfloat16 autocast, base width 48, 20 epochs",
+                      {"cpu_bf16": True, "model": "compact_resnet_w48", "epochs": 20}),
     "batch256-16ep": ("batch 256, 16 epochs", {"batch_size": 256, "epochs": 16}),
     "relu": ("ReLU instead of GELU", {"model": "compact_resnet_relu"}),
     "stride-w32-26ep": ("stride-2 convolutions instead of max-pool (cheaper steps), 26 epochs",
