@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
 import platform
@@ -47,6 +48,24 @@ def git_commit() -> str:
         return "unknown (git not available)"
 
 
+def cpu_fingerprint() -> str:
+    """The CPU a run was made on: model name, the instruction set PyTorch uses, and a hash of the CPU's
+    feature flags and cache sizes. oneDNN picks its kernels (and so the order of floating-point sums)
+    by these, so a CPU run is bitwise reproducible only where the fingerprint matches."""
+    import torch
+
+    model, details = platform.processor() or platform.machine(), ""
+    try:
+        info = Path("/proc/cpuinfo").read_text().splitlines()
+        field = {line.split(":", 1)[0].strip(): line.split(":", 1)[1].strip() for line in info if ":" in line}
+        model = field.get("model name", model)
+        details = field.get("flags", "") + field.get("cache size", "")
+    except OSError:
+        pass
+    digest = hashlib.sha1(details.encode()).hexdigest()[:8]
+    return f"{model} | {torch.backends.cpu.get_cpu_capability()} | {digest}"
+
+
 def provenance() -> dict:
     import numpy
     import torch
@@ -55,6 +74,7 @@ def provenance() -> dict:
 
     return {"lnlkit_version": __version__, "git_commit": git_commit(), "torch_version": str(torch.__version__),
             "numpy_version": numpy.__version__, "python_version": platform.python_version(),
+            "cpu": cpu_fingerprint(),
             "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
 
 

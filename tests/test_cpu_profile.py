@@ -98,12 +98,21 @@ def _committed_cpu_results() -> list[tuple[Path, dict]]:
     return sorted(records, key=cost)
 
 
+# Another CPU (other instruction set or caches) makes oneDNN sum in another order; after one epoch of SGD
+# that moved a committed run's first-epoch test accuracy by 1.4 points and its loss by 1.5 % (0.3938 -> 0.3800,
+# 2.118 -> 2.086). A change of lnlkit's numerics (learning rate, augmentation, data) moves them further.
+OTHER_CPU_ACCURACY_POINTS = 3.0
+OTHER_CPU_LOSS_RELATIVE = 0.05
+
+
 @pytest.mark.skipif(not _committed_cpu_results(), reason="no committed cpu-profile result yet")
 def test_a_committed_cpu_result_reproduces_its_first_epoch(shared_data, fresh_cache):
-    """CPU training is deterministic for a seed and a torch build: the first epoch of a committed run,
-    trained again with its recorded configuration, gives the numbers in its file. If lnlkit's numerics
-    change, this fails and the committed results must be rerun. Another torch build changes the order
-    of floating-point sums, so the run is chosen among those made with the installed torch."""
+    """CPU training is deterministic for a seed, a torch build and a CPU: the first epoch of a committed run,
+    trained again with its recorded configuration, gives the numbers in its file, bit for bit when the run
+    was made on this CPU (its recorded fingerprint) and within the tolerance above on another. If lnlkit's
+    numerics change, this fails and the committed results must be rerun. Another torch build changes the
+    order of floating-point sums, so the run is chosen among those made with the installed torch."""
+    from lnlkit.results import cpu_fingerprint
     from lnlkit.run import rerun_epochs
 
     committed = _committed_cpu_results()
@@ -112,7 +121,8 @@ def test_a_committed_cpu_result_reproduces_its_first_epoch(shared_data, fresh_ca
     if not same:
         made_with = sorted({record["provenance"]["torch_version"] for _, record in committed})
         pytest.skip(f"the committed cpu results were made with torch {made_with}, this is {torch.__version__}")
-    path, record = same[0]
+    this_cpu = [(path, record) for path, record in same if record["provenance"].get("cpu") == cpu_fingerprint()]
+    path, record = (this_cpu or same)[0]
     threads = torch.get_num_threads()
     torch.set_num_threads(int(re.search(r"(\d+) threads", record["device"]).group(1)))  # as the run had
     try:
@@ -120,8 +130,12 @@ def test_a_committed_cpu_result_reproduces_its_first_epoch(shared_data, fresh_ca
     finally:
         torch.set_num_threads(threads)
     first = record["history"][0]
-    assert again["test_acc"] == first["test_acc"], path.name
-    assert again["train_loss"] == pytest.approx(first["train_loss"], rel=1e-6, abs=0), path.name
+    if this_cpu:
+        assert again["test_acc"] == first["test_acc"], path.name
+        assert again["train_loss"] == pytest.approx(first["train_loss"], rel=1e-6, abs=0), path.name
+    else:
+        assert abs(again["test_acc"] - first["test_acc"]) <= OTHER_CPU_ACCURACY_POINTS / 100, path.name
+        assert again["train_loss"] == pytest.approx(first["train_loss"], rel=OTHER_CPU_LOSS_RELATIVE), path.name
 
 
 def test_the_sweep_finds_every_committed_cpu_result():
