@@ -98,6 +98,7 @@ def mean_ci_table(frame: pd.DataFrame, rows, columns, value: str, digits: int = 
 
 def paired_verdicts(frame: pd.DataFrame, method_col: str, value: str, pairs, by=None, key="seed") -> pd.DataFrame:
     """For each (a, b) in ``pairs`` (and each group of ``by``): the paired difference a - b over ``key``, a verdict."""
+    by_columns = [by] if isinstance(by, str) else list(by or [])
     groups = frame.groupby(by, sort=False) if by else [((), frame)]
     rows = []
     for group, part in groups:
@@ -105,12 +106,13 @@ def paired_verdicts(frame: pd.DataFrame, method_col: str, value: str, pairs, by=
         for a, b in pairs:
             if a in per and b in per:
                 diff = paired_difference(per[a], per[b])
-                rows.append({**dict(zip([by] if isinstance(by, str) else (by or []),
-                                        group if isinstance(group, tuple) else (group,))),
+                rows.append({**dict(zip(by_columns, group if isinstance(group, tuple) else (group,))),
                              "comparison": f"{a} − {b}", "difference": diff.format(1), "low": diff.low,
                              "high": diff.high, "seeds": diff.n, "verdict": verdict(diff, a, b),
                              "conclusion": verdict(diff, a, b, detail=False)})
-    return pd.DataFrame(rows)
+    # the same columns when no pair is found, so callers can filter an empty table
+    return pd.DataFrame(rows, columns=[*by_columns, "comparison", "difference", "low", "high", "seeds", "verdict",
+                                       "conclusion"])
 
 
 def citation(row) -> str:

@@ -66,6 +66,12 @@ def test_paired_difference_removes_the_shared_seed_effect_and_verdicts_follow_th
     frame = pd.DataFrame([{"method": m, "seed": s, "acc": (a if m == "A" else b)[s]} for m in "AB" for s in a])
     table = paired_verdicts(frame, "method", "acc", [("A", "B")])
     assert table.loc[0, "seeds"] == 5 and table.loc[0, "verdict"].startswith("A is better")
+    grouped = paired_verdicts(frame.assign(noise="idn"), "method", "acc", [("A", "B")], by=["noise"])
+    assert grouped.loc[0, "noise"] == "idn" and grouped.loc[0, "seeds"] == 5
+    # no pair present: an empty table that still has its columns, so chapters can filter it
+    missing = paired_verdicts(frame.assign(noise="idn"), "method", "acc", [("A", "C")], by=["noise"])
+    assert missing.empty and {"noise", "seeds", "verdict"} <= set(missing.columns)
+    assert missing[missing["seeds"] >= 2].empty
 
 
 def test_auroc_known_cases_and_mean_noise_rank_identity():
