@@ -156,3 +156,53 @@ def paper_vs_ours(ours: pd.DataFrame, dataset: str, metric: str | list = "last10
                      "our setting": f"profile {setting['profile']}, {setting['model']}, {setting['epochs']} epochs, "
                                     f"{setting['data_source']}"})
     return pd.DataFrame(rows)
+
+
+PAPER_MARKERS = "DvP^"
+
+
+def plot_seeds_beside_papers(ours: pd.DataFrame, dataset: str, methods: list[str], metric: str = "final",
+                             panel_width: float = 2.6):
+    """One panel per setting (noise): each seed's accuracy per method, the mean ± 95 % CI, and the papers.
+
+    A line joins one seed's runs across methods (same noisy labels, same training seed): the
+    pairs the verdicts are computed from, so a gap that every line shows is visible at a
+    glance. Hollow markers are the papers' numbers for the same method and noise, one shape
+    per paper. ``ours`` is :func:`lnlkit.results.results_frame` output; returns the figure.
+    """
+    ours = ours[(ours["dataset"] == dataset) & ours["method"].isin(methods)]
+    if ours.empty:
+        raise ValueError(f"no {dataset} runs of {methods} to plot")
+    settings = list(dict.fromkeys(ours["noise"]))
+    fig, axes = plt.subplots(1, len(settings), figsize=(panel_width * len(settings), 3.2), sharey=True,
+                             squeeze=False)
+    papers_seen = {}
+    for ax, setting in zip(axes[0], settings):
+        part = ours[ours["noise"] == setting]
+        present = [m for m in methods if m in set(part["method"])]
+        x = {m: i for i, m in enumerate(present)}
+        for seed, runs in part.groupby("seed"):
+            runs = runs.set_index("method").loc[[m for m in present if m in set(runs["method"])]]
+            ax.plot([x[m] for m in runs.index], runs[metric], "o-", ms=4, lw=0.8, alpha=0.7,
+                    color=f"C{(seed - 1) % 10}", label=f"seed {seed}")
+        for m in present:
+            interval = mean_ci(part.loc[part["method"] == m, metric])
+            ax.errorbar(x[m] + 0.18, interval.mean, yerr=None if interval.n < 2 else interval.half_width,
+                        fmt="s", ms=4, color="black", capsize=3, label="mean ± 95 % CI")
+            for _, paper in paper_numbers(dataset=dataset, method=m, noise=setting, unit="%").iterrows():
+                source = f"{paper['paper']}, {paper['table']}"
+                marker = PAPER_MARKERS[papers_seen.setdefault(source, len(papers_seen)) % len(PAPER_MARKERS)]
+                ax.plot(x[m] - 0.18, paper["value"], marker, mfc="none", color="0.35", ms=6, label=source)
+        ax.set_xticks(range(len(present)), present, fontsize=8)
+        ax.set_xlim(-0.5, len(present) - 0.5)
+        ax.set_title(setting)
+    axes[0][0].set_ylabel(f"test accuracy (%), {METRIC_NAMES.get(metric, metric)}")
+    handles = {}
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    fig.tight_layout()
+    # below the panels (the book's figures are saved with a tight bounding box)
+    fig.legend(handles.values(), handles.keys(), loc="upper center", bbox_to_anchor=(0.5, 0.02),
+               ncol=min(len(handles), 3), fontsize=7, frameon=False)
+    return fig

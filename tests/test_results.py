@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from lnlkit.report import paired_verdicts, paper_vs_ours
+from lnlkit.report import paired_verdicts, paper_vs_ours, plot_seeds_beside_papers
 from lnlkit.results import noise_label, paper_numbers, write_result
 from lnlkit.stats import auroc, mean_ci, paired_difference, verdict
 
@@ -42,6 +42,29 @@ def test_paper_vs_ours_cites_table_row_column_and_labels_our_setting():
         ("IDN-40%", "ce"), ("IDN-40%", "ce (trained on 70 %)"), ("IDN-40%", "coteaching"), ("IDN-20%", "ce")]
     echo = paper_vs_ours(ours.assign(method="echoalign", noise="IDN-50%"), "cifar10")
     assert "Table 5" in echo.loc[0, "paper (%)"] and "Table 6" not in echo.loc[0, "paper (%)"]
+
+
+def test_the_seed_plot_joins_each_seeds_runs_and_marks_the_papers_numbers():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ours = pd.DataFrame([{"dataset": "cifar10", "noise": noise, "method": method, "seed": seed,
+                          "final": base + gain + seed} for noise, base in [("IDN-20%", 80.0), ("IDN-40%", 70.0)]
+                         for method, gain in [("ce", 0.0), ("coteaching", 5.0)] for seed in (1, 2)])
+    fig = plot_seeds_beside_papers(ours, "cifar10", ["ce", "coteaching", "causalnl"])
+    assert [ax.get_title() for ax in fig.axes] == ["IDN-20%", "IDN-40%"]
+    idn40 = fig.axes[1]
+    seeds = {line.get_label(): list(line.get_ydata()) for line in idn40.get_lines()
+             if line.get_label().startswith("seed")}
+    assert seeds == {"seed 1": [71.0, 76.0], "seed 2": [72.0, 77.0]}  # ce then coteaching, per seed
+    paper = {line.get_label(): line.get_ydata()[0] for line in idn40.get_lines() if "Table" in line.get_label()}
+    assert paper["CausalNL (Yao et al., NeurIPS 2021), Table 3"] in (62.45, 73.41)  # its CE and Co-teaching rows
+    assert [t.get_text() for t in idn40.get_xticklabels()] == ["ce", "coteaching"]  # no causalnl runs: no column
+    plt.close(fig)
+    with pytest.raises(ValueError, match="no cifar10 runs"):
+        plot_seeds_beside_papers(ours, "cifar10", ["mixup"])
 
 
 def test_mean_ci_matches_the_t_interval():
