@@ -162,38 +162,42 @@ PAPER_MARKERS = "DvP^"
 
 
 def plot_seeds_beside_papers(ours: pd.DataFrame, dataset: str, methods: list[str], metric: str = "final",
-                             panel_width: float = 2.6):
+                             method_col: str = "method", column_width: float = 0.9):
     """One panel per setting (noise): each seed's accuracy per method, the mean ± 95 % CI, and the papers.
 
     A line joins one seed's runs across methods (same noisy labels, same training seed): the
     pairs the verdicts are computed from, so a gap that every line shows is visible at a
     glance. Hollow markers are the papers' numbers for the same method and noise, one shape
-    per paper. ``ours`` is :func:`lnlkit.results.results_frame` output; returns the figure.
+    per paper. ``ours`` is :func:`lnlkit.results.results_frame` output (or any frame with dataset,
+    noise, seed, ``metric`` and ``method_col``, whose values name the columns); returns the figure.
     """
-    ours = ours[(ours["dataset"] == dataset) & ours["method"].isin(methods)]
+    ours = ours[(ours["dataset"] == dataset) & ours[method_col].isin(methods)]
     if ours.empty:
         raise ValueError(f"no {dataset} runs of {methods} to plot")
     settings = list(dict.fromkeys(ours["noise"]))
-    fig, axes = plt.subplots(1, len(settings), figsize=(panel_width * len(settings), 3.2), sharey=True,
-                             squeeze=False)
+    # each panel as wide as its number of methods
+    columns = {s: [m for m in methods if m in set(ours.loc[ours["noise"] == s, method_col])] for s in settings}
+    widths = [len(present) for present in columns.values()]
+    fig, axes = plt.subplots(1, len(settings), figsize=(0.8 + column_width * sum(widths), 3.2), sharey=True,
+                             squeeze=False, gridspec_kw={"width_ratios": widths})
     papers_seen = {}
     for ax, setting in zip(axes[0], settings):
         part = ours[ours["noise"] == setting]
-        present = [m for m in methods if m in set(part["method"])]
+        present = columns[setting]
         x = {m: i for i, m in enumerate(present)}
         for seed, runs in part.groupby("seed"):
-            runs = runs.set_index("method").loc[[m for m in present if m in set(runs["method"])]]
+            runs = runs.set_index(method_col).loc[[m for m in present if m in set(runs[method_col])]]
             ax.plot([x[m] for m in runs.index], runs[metric], "o-", ms=4, lw=0.8, alpha=0.7,
                     color=f"C{(seed - 1) % 10}", label=f"seed {seed}")
         for m in present:
-            interval = mean_ci(part.loc[part["method"] == m, metric])
+            interval = mean_ci(part.loc[part[method_col] == m, metric])
             ax.errorbar(x[m] + 0.18, interval.mean, yerr=None if interval.n < 2 else interval.half_width,
                         fmt="s", ms=4, color="black", capsize=3, label="mean ± 95 % CI")
             for _, paper in paper_numbers(dataset=dataset, method=m, noise=setting, unit="%").iterrows():
                 source = f"{paper['paper']}, {paper['table']}"
                 marker = PAPER_MARKERS[papers_seen.setdefault(source, len(papers_seen)) % len(PAPER_MARKERS)]
                 ax.plot(x[m] - 0.18, paper["value"], marker, mfc="none", color="0.35", ms=6, label=source)
-        ax.set_xticks(range(len(present)), present, fontsize=8)
+        ax.set_xticks(range(len(present)), [textwrap.fill(m, 16) for m in present], fontsize=7)
         ax.set_xlim(-0.5, len(present) - 0.5)
         ax.set_title(setting)
     axes[0][0].set_ylabel(f"test accuracy (%), {METRIC_NAMES.get(metric, metric)}")
