@@ -75,19 +75,40 @@ def execute_chapter(name: str, parameters: dict | None = None, log=print) -> Pat
     return output
 
 
-def execute_all(profile: str = "smoke", chapters=None, extra: dict | None = None, log=print) -> list[Path]:
+def _share_the_cores(threads: int) -> None:
+    """In a worker process, before any kernel starts: each kernel inherits this thread count."""
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(variable, str(threads))
+
+
+def execute_all(profile: str = "smoke", chapters=None, extra: dict | None = None, jobs: int = 1,
+                log=print) -> list[Path]:
+    """Execute the chapters (all, or those named) in reading order, or ``jobs`` at a time.
+
+    With ``jobs > 1`` each chapter runs in a worker process whose kernel gets an equal share of
+    the cores (``OMP_NUM_THREADS``, unless already set): the small models of the ``smoke``
+    profile use two threads poorly, so two one-thread chapters side by side finish sooner than
+    one after the other (``benchmarks/book_execution.py`` measures it). Results and caches are
+    written atomically, so chapters that train the same run at once do not clash.
+    """
     known = [Path(entry).name for entry in toc_files() if is_notebook(ROOT / f"{entry}.md")]
     if unknown := sorted(set(chapters or []) - set(known)):
         raise ValueError(f"no chapter named {unknown}; the chapters are {known}")
-    done = []
-    for entry in toc_files():
-        name = Path(entry).name
-        path = ROOT / f"{entry}.md"
-        if chapters and name not in chapters:
-            continue
-        if is_notebook(path):
-            done.append(execute_chapter(name, {"profile": profile, **(extra or {})}, log=log))
-    return done
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, got {jobs}")
+    names = [name for name in known if not chapters or name in chapters]
+    parameters = {"profile": profile, **(extra or {})}
+    if jobs == 1 or len(names) == 1:
+        return [execute_chapter(name, parameters, log=log) for name in names]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    threads = max(1, len(os.sched_getaffinity(0)) // jobs)
+    log(f"executing {len(names)} chapters, {jobs} at a time, {threads} thread(s) each")
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_share_the_cores, initargs=(threads,)) as pool:
+        futures = [pool.submit(execute_chapter, name, parameters) for name in names]
+        return [future.result() for future in futures]
 
 
 # The four papers of the book and the page each one gets (a chapter exists once it is in _toc.yml).
@@ -254,6 +275,6 @@ def main(args) -> None:
         return
     if not args.render_only:
         extra = {key: yaml.safe_load(value) for key, value in args.param or []}
-        execute_all(args.profile, args.chapters, extra)
+        execute_all(args.profile, args.chapters, extra, jobs=args.jobs)
     if not args.execute_only:
         build_html()

@@ -216,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     book.add_argument("--profile", choices=PROFILES, default="smoke")
     book.add_argument("--chapters", nargs="*", help="chapter names (default: all in _toc.yml)")
     book.add_argument("--execute-only", action="store_true", help="execute chapters, do not build HTML")
+    book.add_argument("--jobs", type=int, default=1,
+                      help="chapters executed at a time, each with an equal share of the cores (default 1)")
     book.add_argument("--render-only", action="store_true",
                       help="build HTML from the chapters executed last (_build/notebooks), without executing")
     book.add_argument("--inspect", action="store_true",

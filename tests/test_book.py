@@ -2,6 +2,7 @@
 and the configuration that makes the pages render offline."""
 
 import json
+import os
 
 import nbformat
 import numpy as np
@@ -91,3 +92,17 @@ def test_book_configuration_renders_math_offline_and_numbers_tables():
     assert config["repository"]["url"].startswith("https://github.com/")
     toc = yaml.safe_load((book.ROOT / "_toc.yml").read_text())
     assert toc["parts"][0]["numbered"] is True
+
+
+def test_parallel_chapters_share_the_cores_and_reject_bad_input(monkeypatch):
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(variable, raising=False)
+    book._share_the_cores(1)  # what each worker does before its kernel starts
+    assert os.environ["OMP_NUM_THREADS"] == "1" and os.environ["MKL_NUM_THREADS"] == "1"
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    book._share_the_cores(1)  # a thread count the user chose is kept
+    assert os.environ["OMP_NUM_THREADS"] == "3"
+    with pytest.raises(ValueError, match="jobs must be at least 1"):
+        book.execute_all(jobs=0)
+    with pytest.raises(ValueError, match="no chapter named"):
+        book.execute_all(chapters=["no_such_chapter"], jobs=2)
