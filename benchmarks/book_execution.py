@@ -34,8 +34,10 @@ def execute(chapters: list[str], jobs: int) -> dict:
         command = [sys.executable, "-m", "lnlkit", "book", "--profile", "smoke", "--execute-only",
                    "--jobs", str(jobs), "--chapters", *chapters]
         tic = time.perf_counter()
-        out = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, check=True)
+        out = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
         seconds = time.perf_counter() - tic
+    if out.returncode:
+        raise RuntimeError(f"{' '.join(command[1:])} failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
     each = {name: float(s) for name, s in re.findall(r"executed (\w+) in (\d+) s", out.stdout)}
     print(f"--jobs {jobs}: {seconds:.0f} s ({', '.join(f'{n} {s:.0f} s' for n, s in each.items())})")
     return {"jobs": jobs, "wall_s": seconds, "chapter_s": each}
