@@ -22,8 +22,9 @@ from pathlib import Path
 
 from common import save
 
+from lnlkit.book import THREAD_VARIABLES  # noqa: E402  (common puts the checkout on the path)
+
 ROOT = Path(__file__).resolve().parent.parent
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def execute(chapters: list[str], jobs: int) -> dict:

@@ -75,9 +75,12 @@ def execute_chapter(name: str, parameters: dict | None = None, log=print) -> Pat
     return output
 
 
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def _share_the_cores(threads: int) -> None:
     """In a worker process, before any kernel starts: each kernel inherits this thread count."""
-    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    for variable in THREAD_VARIABLES:
         os.environ.setdefault(variable, str(threads))
 
 
@@ -86,10 +89,11 @@ def execute_all(profile: str = "smoke", chapters=None, extra: dict | None = None
     """Execute the chapters (all, or those named) in reading order, or ``jobs`` at a time.
 
     With ``jobs > 1`` each chapter runs in a worker process whose kernel gets an equal share of
-    the cores (``OMP_NUM_THREADS``, unless already set): the small models of the ``smoke``
-    profile use two threads poorly, so two one-thread chapters side by side finish sooner than
-    one after the other (``benchmarks/book_execution.py`` measures it). Results and caches are
-    written atomically, so chapters that train the same run at once do not clash.
+    the cores (``OMP_NUM_THREADS``, unless already set). On two cores this gains little: a
+    second thread already speeds a ``smoke`` chapter up about 1.5×, and two chapters side by
+    side finished only 1.09× sooner (``benchmarks/book_execution.py``), so the default is one
+    at a time. Results and caches are written atomically, so chapters that train the same run
+    at once do not clash.
     """
     known = [Path(entry).name for entry in toc_files() if is_notebook(ROOT / f"{entry}.md")]
     if unknown := sorted(set(chapters or []) - set(known)):
